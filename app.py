@@ -1,0 +1,23 @@
+"""Kestrel: a Streamlit studio for image classification with Keras 3.
+
+Run with ``make run`` (or ``streamlit run app.py``). This file is only the router:
+it declares the pages, draws the shared sidebar and runs the selected page.
+"""
+
+import streamlit as st
+
+from pages import ui
+
+st.set_page_config(page_title="Kestrel", page_icon=":material/flight:", layout="wide")
+
+pages = {
+    "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Data": [
+        st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
+    ],
+}
+
+navigation = st.navigation(pages)
+ui.init_state()
+ui.sidebar()
+navigation.run()

@@ -1,0 +1,1 @@
+"""Kestrel library: all logic behind the pages and the CLI (never imports streamlit)."""

@@ -1,0 +1,1 @@
+"""Streamlit pages; ``ui`` holds what they share (state keys, sidebar, errors)."""
