@@ -35,7 +35,13 @@ def workspace_root() -> Path:
 def area(name: str) -> Path:
     """A top-level area of the workspace (``runs``, ``uploads``, ``models``...), created if missing."""
     path = safe_join(workspace_root(), name)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a file where the folder should be, a full disk
+        raise WorkspaceError(
+            f"cannot create the workspace folder {path}: {exc.strerror}. "
+            "Move the file away or set KESTREL_HOME to a writable folder."
+        ) from None
     return path
 
 

@@ -1,0 +1,242 @@
+"""Safe image reading: the one function every part of Kestrel decodes images with.
+
+Images come from strangers (uploads, server folders, the camera), so decoding is
+deliberately narrow:
+
+- Pillow only, limited to JPEG, PNG, BMP, GIF, WEBP and TIFF;
+- the declared size is checked *before* pixels are decoded, so a decompression
+  bomb (a tiny file declaring a gigantic canvas) is refused without allocating it;
+- EXIF orientation is applied, so a phone photo comes out upright;
+- animated images give their first frame;
+- every mode is normalised to ``RGB`` or ``L`` uint8 (CMYK, 16-bit, palette with
+  transparency and RGBA are composited on white);
+- zero-byte, truncated, wrong-extension and non-image files raise one typed
+  error, :class:`ImageDecodeError`, whose message names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# File extensions that may hold each format; a file whose content does not match
+# its extension is refused (a polyglot or a renamed file is not what it claims).
+EXTENSIONS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".jfif": "JPEG",
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".dib": "BMP",
+    ".gif": "GIF",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+MAX_PIXELS = 40_000_000  # ~ a 7000×5700 photo; anything bigger is treated as a bomb
+MAX_SIDE = 20_000  # a 1×40M strip is as unusable as a bomb
+MAX_FILE_BYTES = 64 * 1024 * 1024  # one image file; far above any real photo
+
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+# Pillow's own bomb guard raises at 2× this; our check below runs first and is stricter.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# A truncated file must fail, not decode to a half-grey image.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageDecodeError(ValueError):
+    """A file that is not a readable, supported image; the message names the file."""
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    """Open ``data`` lazily (header only) and check format, extension and size."""
+    if not data:
+        raise ImageDecodeError(name, "the file is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageDecodeError(
+            name, f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image"
+        )
+    ext = os.path.splitext(name)[1].lower()
+    if ext and ext not in EXTENSIONS:
+        raise ImageDecodeError(
+            name,
+            f"'{ext}' is not a supported image type; use JPEG, PNG, BMP, GIF, WEBP or TIFF",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(
+            name, "the image declares too many pixels (decompression bomb)"
+        ) from None
+    except Exception:
+        raise ImageDecodeError(
+            name, "not a readable image (supported: JPEG, PNG, BMP, GIF, WEBP, TIFF)"
+        ) from None
+    if ext and EXTENSIONS[ext] != img.format:
+        raise ImageDecodeError(
+            name, f"the file is a {img.format} image but its extension says {ext}; rename it"
+        )
+    w, h = img.size
+    if w < 1 or h < 1 or w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
+        raise ImageDecodeError(
+            name,
+            f"declared size {w}×{h} is outside the allowed range "
+            f"(at most {MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} px a side)",
+        )
+    return img
+
+
+def probe_image(data: bytes, name: str) -> tuple[int, int, bool]:
+    """Check an image's header without decoding its pixels.
+
+    Returns:
+        ``(height, width, is_grayscale)`` as :func:`decode_image` would give them
+        (EXIF rotation taken into account).
+
+    Raises:
+        ImageDecodeError: for anything :func:`decode_image` would refuse from the header.
+    """
+    img = _open(data, name)
+    w, h = img.size
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return h, w, img.mode in _GRAY_MODES
+
+
+def _to_uint8(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> ``RGB`` or ``L`` (8 bit), transparency composited on white."""
+    mode = img.mode
+    if mode in ("RGB", "L"):
+        return img
+    if mode == "P":
+        has_alpha = "transparency" in img.info or img.palette.mode == "RGBA"
+        img = img.convert("RGBA" if has_alpha else "RGB")
+        mode = img.mode
+    if mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "RGBa", "LA", "La"):
+        base = "L" if mode in ("LA", "La") else "RGB"
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert(base)
+    if mode == "1":
+        return img.convert("L")
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # 16-bit and float images: scale their actual range to 0..255 rather than
+        # clip (Pillow's convert("L") clips 16-bit data to white).
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if mode.startswith("I;16") or (mode == "I" and hi > 255):
+            lo, hi = 0.0, 65535.0 if hi > 255 else 255.0
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
+
+
+def decode_image(data: bytes, name: str, color_mode: str = "auto") -> np.ndarray:
+    """Decode image bytes safely into a uint8 array.
+
+    Args:
+        data: the file's bytes.
+        name: the file name, for error messages and the extension check.
+        color_mode: ``"auto"`` keeps grayscale as one channel and colour as three;
+            ``"rgb"`` or ``"grayscale"`` force 3 or 1 channels.
+
+    Returns:
+        uint8 array (H, W, C), C = 1 or 3, upright (EXIF orientation applied),
+        first frame of an animation.
+
+    Raises:
+        ImageDecodeError: zero-byte, truncated, non-image, unsupported format,
+            wrong extension, or too large (decompression bomb).
+    """
+    if color_mode not in ("auto", "rgb", "grayscale"):
+        raise ValueError(f"color_mode must be auto, rgb or grayscale, got {color_mode!r}")
+    img = _open(data, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.seek(0)  # first frame of an animation
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            img = _to_uint8(img)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(
+            name, "the image declares too many pixels (decompression bomb)"
+        ) from None
+    except Exception as exc:
+        reason = (
+            "truncated or corrupt image data"
+            if isinstance(exc, (OSError, SyntaxError))
+            else (f"cannot decode the image ({type(exc).__name__})")
+        )
+        raise ImageDecodeError(name, reason) from None
+    if color_mode == "rgb" and img.mode != "RGB":
+        img = img.convert("RGB")
+    elif color_mode == "grayscale" and img.mode != "L":
+        img = img.convert("L")
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr)
+
+
+def load_image_file(path: str | os.PathLike, color_mode: str = "auto") -> np.ndarray:
+    """Read and :func:`decode_image` a file; an unreadable file is an ImageDecodeError."""
+    name = str(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                name, f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image"
+            )
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(name, f"cannot read the file ({exc.strerror or exc})") from None
+    return decode_image(data, name, color_mode)
+
+
+def resize_image(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize one uint8 (H, W, C) image to (height, width, C); area-averaged when shrinking."""
+    if arr.shape[0] == height and arr.shape[1] == width:
+        return arr
+    channels = arr.shape[2]
+    img = Image.fromarray(arr[:, :, 0] if channels == 1 else arr)
+    shrinking = height < arr.shape[0] and width < arr.shape[1]
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    out = np.asarray(img.resize((width, height), resample), dtype=np.uint8)
+    return out[:, :, None] if channels == 1 else out
+
+
+def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    """Convert uint8 images (..., C) to 1 or 3 channels (luma by ITU-R 601, like Pillow)."""
+    have = arr.shape[-1]
+    if have == channels:
+        return arr
+    if channels == 3:
+        return np.repeat(arr, 3, axis=-1)
+    weights = np.array([299, 587, 114], dtype=np.uint32)
+    luma = (arr.astype(np.uint32) @ weights + 500) // 1000
+    return luma.astype(np.uint8)[..., None]

@@ -1,0 +1,433 @@
+"""Dataset sources: where the images of each ``DataConfig.source`` come from.
+
+In-memory sources return uint8 arrays (``shapes``, ``digits``, ``fashion_mnist``,
+``mnist``, ``cifar10``, ``cifar100``); file sources (``folder``, ``upload``) scan a
+directory with one sub-folder per class and keep file paths, which the pipeline
+decodes on demand. Downloads go through ``keras.datasets`` and are cached under
+``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``); when a set is neither
+cached nor downloadable, :class:`DatasetError` says how to get it, quickly
+rather than after a long network hang.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from lib.data.dataset import (
+    SPLITS,
+    Dataset,
+    DatasetError,
+    Split,
+    cap_per_class,
+    in_memory_dataset,
+    stratified_split,
+)
+from lib.data.images import EXTENSIONS, MAX_FILE_BYTES, ImageDecodeError, probe_image
+from lib.data.shapes import CLASS_NAMES as SHAPES_CLASSES
+from lib.data.shapes import generate_shapes
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
+CIFAR100_CLASSES = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+]  # fmt: skip
+
+DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+DOWNLOAD_HOST = "storage.googleapis.com"  # where keras.datasets fetch MNIST and Fashion-MNIST
+CIFAR_HOST = "www.cs.toronto.edu"
+PROBE_TIMEOUT_S = 3.0
+DEFAULT_FILE_IMAGE_SIZE = 128  # folder/upload images of mixed sizes are resized to this
+SCAN_WORKERS = 8
+JUNK_NAMES = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+def load_shapes(cfg) -> Dataset:
+    """The procedural shapes set, generated from ``cfg.seed``."""
+    x, y = generate_shapes(cfg.shapes_count, cfg.shapes_size, cfg.seed)
+    return in_memory_dataset(SHAPES_CLASSES, x, y, None, None, cfg)
+
+
+def load_digits(cfg) -> Dataset:
+    """scikit-learn's bundled 8×8 digits (values 0..16), scaled to uint8 0..255."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    names = [str(n) for n in bunch.target_names]
+    return in_memory_dataset(names, x, bunch.target, None, None, cfg)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): uint8 labels (N,) or images (N, H, W)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    if len(data) < 8 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise DatasetError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(dims)):
+        raise DatasetError(f"{path} is truncated: expected {int(np.prod(dims))} values")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def _idx_set(folder: Path) -> dict[str, np.ndarray] | None:
+    """The four Fashion-MNIST arrays from ``folder`` (``.gz`` or plain), or None if absent."""
+    found = {}
+    for key, stem in FASHION_FILES.items():
+        path = next(
+            (folder / (stem + s) for s in (".gz", "") if (folder / (stem + s)).is_file()), None
+        )
+        if path is None:
+            return None
+        found[key] = _read_idx(path)
+    return found
+
+
+def keras_home() -> Path:
+    """Where keras.datasets caches downloads (``$KERAS_HOME`` or ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def fashion_mnist_dirs() -> list[Path]:
+    """Folders searched for Fashion-MNIST IDX files, in order."""
+    dirs = []
+    if os.environ.get("KESTREL_FASHION_MNIST_DIR"):
+        dirs.append(Path(os.environ["KESTREL_FASHION_MNIST_DIR"]).expanduser())
+    dirs.append(Path(DEBIAN_FASHION_DIR))
+    dirs.append(keras_home() / "datasets" / "fashion-mnist")
+    return dirs
+
+
+def load_fashion_mnist(cfg) -> Dataset:
+    """Fashion-MNIST from local IDX files, else through keras.datasets."""
+    for folder in fashion_mnist_dirs():
+        arrays = _idx_set(folder)
+        if arrays is not None:
+            return in_memory_dataset(
+                FASHION_CLASSES, arrays["x_train"], arrays["y_train"],
+                arrays["x_test"], arrays["y_test"], cfg,
+            )  # fmt: skip
+    (xt, yt), (xs, ys) = _keras_download("fashion_mnist")
+    return in_memory_dataset(FASHION_CLASSES, xt, yt, xs, ys, cfg)
+
+
+def load_mnist(cfg) -> Dataset:
+    """MNIST from the keras cache, else downloaded by keras.datasets."""
+    path = keras_home() / "datasets" / "mnist.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                xt, yt, xs, ys = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+        except Exception as exc:
+            raise DatasetError(f"cannot read {path} ({exc}); delete it to download again") from None
+    else:
+        (xt, yt), (xs, ys) = _keras_download("mnist")
+    return in_memory_dataset([str(i) for i in range(10)], xt, yt, xs, ys, cfg)
+
+
+def load_batch(path: str, label_key: str = "labels") -> tuple[np.ndarray, list[int]]:
+    """One CIFAR batch file as keras caches it: (uint8 (N, 3, 32, 32), labels).
+
+    Same reading as keras.src.datasets.cifar.load_batch (the files are pickles that
+    keras itself downloaded and checked against a hash), without importing TensorFlow.
+    """
+    with open(path, "rb") as fh:
+        d = pickle.load(fh, encoding="bytes")
+    d = {(k.decode("utf8") if isinstance(k, bytes) else k): v for k, v in d.items()}
+    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, d[label_key]
+
+
+def _cifar_cached(name: str) -> tuple[tuple, tuple] | None:
+    """CIFAR arrays from keras' extracted cache, or None if not cached."""
+    base = keras_home() / "datasets"
+    if name == "cifar10":
+        folder = base / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+        if not (folder / "test_batch").is_file():
+            return None
+        parts = [load_batch(str(folder / f"data_batch_{i}")) for i in range(1, 6)]
+        xt = np.concatenate([p[0] for p in parts])
+        yt = np.concatenate([np.asarray(p[1]) for p in parts])
+        xs, ys = load_batch(str(folder / "test_batch"))
+    else:
+        folder = base / "cifar-100-python-target" / "cifar-100-python"
+        if not (folder / "test").is_file():
+            return None
+        xt, yt = load_batch(str(folder / "train"), label_key="fine_labels")
+        xs, ys = load_batch(str(folder / "test"), label_key="fine_labels")
+    to_nhwc = lambda x: np.asarray(x).transpose(0, 2, 3, 1)  # noqa: E731
+    return (to_nhwc(xt), np.asarray(yt)), (to_nhwc(xs), np.asarray(ys))
+
+
+def load_cifar(cfg) -> Dataset:
+    """CIFAR-10 or CIFAR-100 from the keras cache, else downloaded by keras.datasets."""
+    name = cfg.source
+    names = CIFAR10_CLASSES if name == "cifar10" else CIFAR100_CLASSES
+    cached = None
+    if (keras_home() / "datasets").is_dir():
+        try:
+            cached = _cifar_cached(name)
+        except Exception as exc:
+            raise DatasetError(
+                f"the cached {name} files are unreadable ({exc}); delete them "
+                f"under {keras_home() / 'datasets'} to download again"
+            ) from None
+    (xt, yt), (xs, ys) = cached or _keras_download(name)
+    return in_memory_dataset(names, xt, yt, xs, ys, cfg)
+
+
+def _reachable(host: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``host:443`` accepts a connection within ``timeout`` (DNS included).
+
+    The probe runs in a daemon thread because name resolution has no timeout of
+    its own; keras' downloader has none either, so without this an offline
+    machine could hang the page.
+    """
+    result = {"ok": False}
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result["ok"] = True
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return result["ok"]
+
+
+def _keras_download(name: str):
+    """``keras.datasets.<name>.load_data()``, but only when its server is reachable."""
+    host = CIFAR_HOST if name.startswith("cifar") else DOWNLOAD_HOST
+    cache = keras_home() / "datasets"
+    hint = (
+        f"The {name} dataset is not in the Keras cache ({cache}) and {host} cannot be reached "
+        "from this machine. Download it once on a machine with internet access "
+        f'(python -c "import keras; keras.datasets.{name}.load_data()") and copy '
+        f"~/.keras/datasets to {cache}, or set KERAS_HOME to a folder that has it."
+    )
+    if name == "fashion_mnist":
+        hint += (
+            " Fashion-MNIST is also read from IDX files in KESTREL_FASHION_MNIST_DIR or "
+            f"{DEBIAN_FASHION_DIR} (Debian: apt-get install dataset-fashion-mnist)."
+        )
+    if not _reachable(host):
+        raise DatasetError(hint)
+    import keras
+
+    try:
+        return getattr(keras.datasets, name).load_data()
+    except Exception as exc:
+        raise DatasetError(f"downloading {name} failed ({exc}). {hint}") from None
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _is_junk(name: str) -> bool:
+    return name.startswith(".") or name in JUNK_NAMES
+
+
+def class_root(folder: Path) -> Path:
+    """Descend through lone wrapper folders (``data/`` around the class folders)."""
+    for _ in range(4):
+        entries = [e for e in folder.iterdir() if not _is_junk(e.name)]
+        dirs = [e for e in entries if e.is_dir()]
+        if len(dirs) == 1 and len(entries) == 1:
+            inner = [e for e in dirs[0].iterdir() if not _is_junk(e.name)]
+            if any(e.is_dir() for e in inner):
+                folder = dirs[0]
+                continue
+        break
+    return folder
+
+
+def scan_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[tuple[str, str]]]:
+    """List the images of a class-per-sub-folder directory (recursively per class).
+
+    Returns:
+        ``(class_names, paths, labels, skipped)``: paths in sorted order, labels
+        int32, and ``(file, reason)`` for files that are not images by name.
+    """
+    classes = sorted(e.name for e in folder.iterdir() if e.is_dir() and not _is_junk(e.name))
+    paths: list[str] = []
+    labels: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and not _is_junk(entry.name):
+            skipped.append((str(entry), "not inside a class folder"))
+    for k, name in enumerate(classes):
+        for root, dirnames, filenames in os.walk(folder / name, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
+            for fname in sorted(filenames):
+                if _is_junk(fname):
+                    continue
+                path = os.path.join(root, fname)
+                if os.path.splitext(fname)[1].lower() not in EXTENSIONS:
+                    skipped.append(
+                        (path, "not an image file type (JPEG, PNG, BMP, GIF, WEBP, TIFF)")
+                    )
+                    continue
+                paths.append(path)
+                labels.append(k)
+    return classes, paths, np.asarray(labels, np.int32), skipped
+
+
+def _probe_file(path: str) -> tuple[int, int, bool] | str:
+    """Header check of one file: ``(h, w, gray)`` or the reason it is unreadable."""
+    try:
+        if os.path.islink(path):
+            return "symbolic links are not followed"
+        with open(path, "rb") as fh:
+            # The header is near the start; EXIF (orientation) can sit a bit further in.
+            head = fh.read(256 * 1024)
+            size = os.fstat(fh.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            return f"the file is larger than {MAX_FILE_BYTES // 2**20} MB"
+        if size > len(head) and head[:4] in (b"II*\x00", b"MM\x00*"):
+            # TIFF keeps its directory anywhere in the file: Pillow needs all of it.
+            head = Path(path).read_bytes()
+        return probe_image(head, path)
+    except ImageDecodeError as exc:
+        return exc.reason
+    except OSError as exc:
+        return f"cannot read the file ({exc.strerror or exc})"
+
+
+def load_files(folder: Path, cfg, skipped_before: list[tuple[str, str]] | None = None) -> Dataset:
+    """A streamed Dataset over a class-per-sub-folder directory.
+
+    Every file's header is checked once (in parallel threads, a few thousand files a
+    second) so unreadable files are reported up front and the image shape is known;
+    pixels are decoded only when a pipeline or ``Split.images`` asks for them.
+    """
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{folder} is not a directory; give a folder with one sub-folder per class"
+        )
+    root = class_root(folder)
+    classes, paths, labels, skipped = scan_folder(root)
+    if not classes:
+        raise DatasetError(
+            f"{folder} has no class sub-folders; put each class's images in its own folder "
+            "(e.g. cats/ and dogs/)"
+        )
+    skipped = list(skipped_before or []) + skipped
+    with ThreadPoolExecutor(SCAN_WORKERS) as pool:
+        probes = list(pool.map(_probe_file, paths, chunksize=64))
+    good = np.array([not isinstance(p, str) for p in probes], dtype=bool)
+    skipped += [(paths[i], probes[i]) for i in np.flatnonzero(~good)]
+    paths = [p for p, g in zip(paths, good, strict=True) if g]
+    labels = labels[good]
+    shapes = [p for p in probes if not isinstance(p, str)]
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DatasetError(
+            f"{folder} needs readable images in at least two class folders; found "
+            f"{len(paths)} readable image(s) in {len(present)} class(es) and "
+            f"{len(skipped)} skipped file(s)"
+        )
+    notes = []
+    empty = [classes[k] for k in range(len(classes)) if k not in set(present.tolist())]
+    if empty:
+        notes.append(f"class folder(s) without readable images: {', '.join(empty)}")
+
+    if cfg.color_mode == "grayscale" or (cfg.color_mode == "auto" and all(s[2] for s in shapes)):
+        channels = 1
+    else:
+        channels = 3
+    if cfg.image_size:
+        side = (cfg.image_size, cfg.image_size)
+    else:
+        sizes = {(s[0], s[1]) for s in shapes}
+        side = next(iter(sizes)) if len(sizes) == 1 else None
+        if side is None or max(side) > 512:
+            side = (DEFAULT_FILE_IMAGE_SIZE, DEFAULT_FILE_IMAGE_SIZE)
+            notes.append(
+                f"images have different sizes (or are larger than 512 px); they are resized "
+                f"to {DEFAULT_FILE_IMAGE_SIZE}×{DEFAULT_FILE_IMAGE_SIZE}. Set an image size "
+                "to choose another."
+            )
+    image_shape = (side[0], side[1], channels)
+
+    rng = np.random.default_rng(cfg.seed)
+    keep = cap_per_class(labels, cfg.max_per_class, rng)
+    parts = stratified_split(labels[keep], [cfg.val_fraction, cfg.test_fraction], cfg.seed)
+    ds = Dataset(class_names=classes, image_shape=image_shape, splits={},
+                 test_is_own=False, skipped=skipped, notes=notes)  # fmt: skip
+    for name, part in zip(SPLITS, parts, strict=True):
+        idx = keep[part]
+        ds.splits[name] = Split(
+            labels[idx], refs=[paths[i] for i in idx], image_shape=image_shape,
+            on_skip=ds.record_skip,
+        )  # fmt: skip
+    return ds
+
+
+def load_folder(cfg) -> Dataset:
+    """A server directory named by ``cfg.path`` (one sub-folder per class), streamed."""
+    folder = Path(cfg.path).expanduser()
+    if not folder.exists():
+        raise DatasetError(f"folder {cfg.path!r} does not exist on the server")
+    return load_files(folder.resolve(), cfg)
+
+
+def load_upload(cfg) -> Dataset:
+    """An upload (``cfg.path`` is its id) extracted into the workspace, streamed."""
+    from lib.data.uploads import upload_dir, upload_manifest
+
+    folder = upload_dir(cfg.path)
+    manifest = upload_manifest(cfg.path)
+    before = [(str(f), str(r)) for f, r in manifest.get("skipped", [])]
+    return load_files(folder, cfg, skipped_before=before)
+
+
+LOADERS = {
+    "shapes": load_shapes,
+    "digits": load_digits,
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "cifar10": load_cifar,
+    "cifar100": load_cifar,
+    "folder": load_folder,
+    "upload": load_upload,
+}

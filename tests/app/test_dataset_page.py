@@ -1,0 +1,131 @@
+"""The Dataset page: pick a source, see counts per class per split and samples (AppTest)."""
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from lib.config import DataConfig
+from pages import ui
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPES = ["circle", "square", "triangle", "star", "cross", "hexagon"]
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/dataset.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def chart_counts(at: AppTest) -> dict[str, list[int]]:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    spec = json.loads(charts[0].proto.spec)
+    return {trace["name"]: trace["y"] for trace in spec["data"]}, spec["data"][0]["x"]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_shapes_shows_counts_chart_and_samples_per_class():
+    at = open_page()
+    at.selectbox(key=ui.DATA_SOURCE).set_value("shapes")
+    at.number_input(key=ui.DATA_FIELD + "shapes_count").set_value(120)
+    at.number_input(key=ui.DATA_FIELD + "shapes_size").set_value(32)
+    at.slider(key=ui.DATA_FIELD + "val_fraction").set_value(0.25)
+    at.button(key=ui.DATA_APPLY).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+    cfg = at.session_state[ui.DATA]
+    assert cfg == DataConfig(source="shapes", shapes_count=120, shapes_size=32, val_fraction=0.25)
+    # 120 images, 20 per class: 5 validation, 2 test, 13 train each.
+    m = metrics(at)
+    assert m["Classes"] == "6" and m["Image size"] == "32×32" and m["Channels"] == "3 (RGB)"
+    assert (m["Train"], m["Validation"], m["Test"]) == ("78", "30", "12")
+    counts, classes = chart_counts(at)
+    assert classes == SHAPES
+    assert counts == {"train": [13] * 6, "validation": [5] * 6, "test": [2] * 6}
+    # One sample mosaic per class (laid out in two columns), captioned with its count.
+    images = at.image
+    captions = [c for img in images for c in img.captions]
+    assert sorted(captions) == sorted(f"{name} · 13 images" for name in SHAPES)
+    assert all(url for img in images for url in img.value)
+    assert "**Active:** shapes (120 × 32px)" in [md.value for md in at.markdown]
+
+
+def test_digits_then_a_config_persists_across_pages_and_warnings_show():
+    at = open_page()
+    at.selectbox(key=ui.DATA_SOURCE).set_value("digits")
+    at.number_input(key=ui.DATA_FIELD + "max_per_class").set_value(12)
+    at.button(key=ui.DATA_APPLY).click()
+    at.run()
+    assert at.session_state[ui.DATA].source == "digits"
+    m = metrics(at)
+    assert m["Classes"] == "10" and m["Image size"] == "8×8" and m["Channels"] == "1 (gray)"
+    # 12 per class is below 10 in no class overall, but the test split is tiny: no warning.
+    assert not at.warning
+    at.switch_page("pages/home.py")
+    at.run()
+    at.switch_page("pages/dataset.py")
+    at.run()
+    assert at.selectbox(key=ui.DATA_SOURCE).value == "digits"
+    assert at.number_input(key=ui.DATA_FIELD + "max_per_class").value == 12
+    assert metrics(at)["Classes"] == "10"
+
+    at.number_input(key=ui.DATA_FIELD + "max_per_class").set_value(6)
+    at.button(key=ui.DATA_APPLY).click()
+    at.run()
+    assert any("fewer than 10 images" in w.value for w in at.warning)
+
+
+def _zip(classes: dict[str, int]) -> bytes:
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, n in classes.items():
+            for i in range(n):
+                img = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(img, "PNG")
+                zf.writestr(f"set/{name}/{i}.png", img.getvalue())
+        zf.writestr("set/b/broken.png", b"not a png")
+    return buf.getvalue()
+
+
+def test_uploaded_set_with_imbalance_and_skipped_files():
+    from lib.data.uploads import save_upload_archive
+
+    upload_id = save_upload_archive(_zip({"a": 40, "b": 8}), "set.zip")
+    at = open_page()
+    at.selectbox(key=ui.DATA_SOURCE).set_value("upload")
+    at.run()
+    assert at.selectbox(key=ui.DATA_UPLOAD_PICK).value == upload_id
+    at.button(key=ui.DATA_APPLY).click()
+    at.run()
+    assert not at.exception
+    assert at.session_state[ui.DATA].path == upload_id
+    warnings = " ".join(w.value for w in at.warning)
+    assert "imbalanced" in warnings and "fewer than 10 images" in warnings
+    assert "1 file(s) were skipped" in warnings
+    assert any(e.label == "Skipped files (1)" for e in at.expander)
+
+
+def test_missing_folder_is_an_error_message_not_a_traceback():
+    at = open_page()
+    at.selectbox(key=ui.DATA_SOURCE).set_value("folder")
+    at.run()
+    at.text_input(key=ui.DATA_FIELD + "path").set_value("/nonexistent/kestrel")
+    at.button(key=ui.DATA_APPLY).click()
+    at.run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)
