@@ -1,0 +1,1 @@
+"""Kestrel benchmarks: `make bench` (python -m bench) runs them and writes bench/results/."""
