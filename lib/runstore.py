@@ -12,6 +12,9 @@ Layout of ``<workspace>/runs/<run_id>/``::
     tensorboard/     TensorBoard logs
     metrics.json     final test/validation metrics
     predictions.npz  y_true, probabilities and image references of the test split
+    log.txt          the worker's stdout and stderr
+    lr_plan.json     the planned learning-rate curve (for the LR chart)
+    stop.request     present while a graceful stop is asked for
 
 Files are written to a temporary name and renamed, so a reader never sees half a
 file and a crash never leaves a half-written one behind as if complete.
@@ -44,6 +47,9 @@ BACKUP_DIR = "backup"
 TENSORBOARD_DIR = "tensorboard"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
+LOG_FILE = "log.txt"
+LR_PLAN_FILE = "lr_plan.json"
+STOP_FILE = "stop.request"
 
 
 @dataclass
@@ -58,6 +64,9 @@ class RunStatus:
     error: str = ""  # a message a user can act on, for failed runs
     attempts: int = 0  # how many times a worker started (resume adds one)
     stop_requested: bool = False
+    pid_start: int | None = None  # start time of ``pid`` (/proc ticks): detects pid reuse
+    warning: str = ""  # a non-fatal problem (e.g. predictions could not be computed)
+    finished_epochs: int = 0  # epochs completed so far, across attempts
 
 
 def runs_root() -> Path:

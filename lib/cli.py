@@ -1,0 +1,152 @@
+"""Kestrel's command line: train headless and list runs, from the same library as the UI.
+
+Usage::
+
+    python -m lib train RUN.json [--run-dir DIR]   # a new run from a recipe file
+    python -m lib train --run-dir DIR              # (re)start the run in DIR (resumes)
+    python -m lib runs                             # list the runs of the workspace
+    python -m lib stop RUN_ID | resume RUN_ID
+
+Runs are written to the workspace (``$KESTREL_HOME/runs``) unless ``--run-dir``
+says otherwise, so runs made here appear in the UI. With ``TF_CONFIG`` set the
+run trains with MultiWorkerMirroredStrategy; start the same command on every
+worker, each with its own ``--run-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lib import jobs, runstore
+from lib.config import RunConfig
+from lib.workspace import WorkspaceError
+
+
+def _new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
+    if run_dir is None:
+        return runstore.create_run(config)
+    target = Path(run_dir).expanduser().resolve()
+    if target.exists() and any(target.iterdir()):
+        raise WorkspaceError(
+            f"--run-dir {target} exists and is not empty; give a new folder, or leave out "
+            "RUN.json to continue the run in it"
+        )
+    if target.exists():
+        target.rmdir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return runstore.create_run(config, root=target.parent, run_id=target.name)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lib import hardware
+
+    if args.config is None:
+        if args.run_dir is None:
+            print("give RUN.json, --run-dir DIR, or both", file=sys.stderr)
+            return 2
+        path = Path(args.run_dir).expanduser().resolve()
+        if not (path / runstore.CONFIG_FILE).is_file():
+            print(f"{path} holds no {runstore.CONFIG_FILE}; is it a run folder?", file=sys.stderr)
+            return 2
+        # A worker spawned by the scheduler finds its own pid recorded; anyone else claims.
+        claim = runstore.read_status(path).pid != __import__("os").getpid()
+        return jobs.run_here(path, echo=True, claim=claim)
+
+    try:
+        config = RunConfig.load(args.config)
+        if hardware.multi_worker_config() is None:
+            # Refuse a recipe that cannot train before creating anything. (With
+            # TF_CONFIG nothing may touch TensorFlow before the strategy exists;
+            # the trainer validates again after it.)
+            from lib.training import validate_run
+
+            validate_run(config)
+        path = _new_run_dir(config, args.run_dir)
+    except ValueError as exc:  # RunConfigError, DatasetError, WorkspaceError: all user errors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run {path.name} in {path}", flush=True)
+    return jobs.run_here(path, echo=True, claim=True)
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def format_runs_table(rows: list[jobs.RunSummary]) -> str:
+    """The runs as a plain-text table."""
+    header = ("ID", "STATE", "DATASET", "MODEL", "BEST VAL ACC", "EPOCHS", "DURATION", "STARTED")
+    lines = [header]
+    for r in rows:
+        lines.append(
+            (
+                r.run_id,
+                r.state,
+                r.dataset,
+                r.model,
+                "-" if r.best_val_accuracy is None else f"{r.best_val_accuracy:.4f}",
+                f"{r.epochs_done}/{r.epochs}",
+                _fmt_duration(r.duration_s),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started or r.created)),
+            )
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    jobs.reap()
+    rows = jobs.list_runs()
+    if not rows:
+        print("no runs yet")
+        return 0
+    print(format_runs_table(rows))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    jobs.request_stop(args.run_id)
+    print(f"stop requested for {args.run_id}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    jobs.resume(args.run_id)
+    print(f"{args.run_id} queued to resume")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib", description="Kestrel command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a run headless")
+    train.add_argument("config", nargs="?", help="RunConfig JSON file")
+    train.add_argument("--run-dir", help="run folder (default: a new one in the workspace)")
+    train.set_defaults(func=cmd_train)
+    runs = sub.add_parser("runs", help="list runs")
+    runs.set_defaults(func=cmd_runs)
+    stop = sub.add_parser("stop", help="ask a run to stop after the current batch")
+    stop.add_argument("run_id")
+    stop.set_defaults(func=cmd_stop)
+    res = sub.add_parser("resume", help="queue a stopped or failed run again")
+    res.add_argument("run_id")
+    res.set_defaults(func=cmd_resume)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # JobError, WorkspaceError: a message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,231 @@
+"""Hardware set-up for a training process: devices, memory growth, precision, strategy.
+
+Call :func:`configure` once, at the start of a worker process and before any model
+is built: it hides GPUs when the run asks for the CPU, turns on GPU memory growth
+(so two runs can share a card), picks the mixed-precision policy and returns the
+``tf.distribute`` strategy to build and fit the model under:
+
+- ``TF_CONFIG`` set (several machines, driven from the CLI) → MultiWorkerMirroredStrategy
+- several visible GPUs → MirroredStrategy
+- otherwise → the default strategy
+
+``jit_compile`` is left to Keras' own "auto" (on CPU it measured about 3× slower here).
+TensorFlow is imported lazily so pages can import this module for free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+MIN_MIXED_PRECISION_CAPABILITY = (7, 0)  # tensor cores: Volta and newer
+
+
+class HardwareError(ValueError):
+    """The run asks for hardware this machine does not have."""
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One visible GPU."""
+
+    name: str  # e.g. "/physical_device:GPU:0"
+    description: str  # the device name the driver reports
+    compute_capability: tuple[int, int] | None
+
+
+@dataclass
+class HardwareSetup:
+    """What :func:`configure` decided, for the log and the status panel."""
+
+    device: str  # "cpu" or "gpu"
+    gpus: list[GpuInfo] = field(default_factory=list)
+    precision: str = "float32"  # the global Keras dtype policy
+    strategy_name: str = "default"
+    replicas: int = 1
+    strategy: Any = None  # the tf.distribute.Strategy to use
+
+    def describe(self) -> str:
+        where = f"{len(self.gpus)} GPU(s)" if self.device == "gpu" else "CPU"
+        return (
+            f"{where}, {self.precision}, {self.strategy_name} strategy ({self.replicas} replica(s))"
+        )
+
+
+def detect_gpus() -> list[GpuInfo]:
+    """The GPUs TensorFlow can see, with their compute capability when known."""
+    import tensorflow as tf
+
+    gpus = []
+    for dev in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(dev)
+        except (ValueError, RuntimeError):
+            details = {}
+        gpus.append(
+            GpuInfo(
+                name=dev.name,
+                description=str(details.get("device_name", dev.name)),
+                compute_capability=details.get("compute_capability"),
+            )
+        )
+    return gpus
+
+
+def choose_precision(mode: str, gpus: list[GpuInfo]) -> str:
+    """The Keras dtype policy for ``mode`` ("auto", "on", "off") on these GPUs.
+
+    "auto" uses mixed_float16 only where every GPU has tensor cores (compute
+    capability ≥ 7.0); "on" without a GPU uses mixed_bfloat16, the CPU's
+    half-precision format.
+    """
+    if mode == "off":
+        return "float32"
+    capable = bool(gpus) and all(
+        g.compute_capability is not None
+        and tuple(g.compute_capability) >= MIN_MIXED_PRECISION_CAPABILITY
+        for g in gpus
+    )
+    if mode == "auto":
+        return "mixed_float16" if capable else "float32"
+    return "mixed_float16" if gpus else "mixed_bfloat16"
+
+
+def multi_worker_config() -> dict[str, Any] | None:
+    """The parsed ``TF_CONFIG`` when it describes more than one worker, else None."""
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        return None
+    try:
+        tf_config = json.loads(raw)
+    except ValueError:
+        raise HardwareError("TF_CONFIG is not valid JSON; unset it or fix it") from None
+    workers = tf_config.get("cluster", {}).get("worker", [])
+    return tf_config if len(workers) > 1 else None
+
+
+def is_chief() -> bool:
+    """Whether this process is the one that owns the run directory (worker 0)."""
+    tf_config = multi_worker_config()
+    if tf_config is None:
+        return True
+    task = tf_config.get("task", {})
+    return task.get("type") in ("chief", None) or (
+        task.get("type") == "worker" and int(task.get("index", 0)) == 0
+    )
+
+
+def configure(device: str = "auto", mixed_precision: str = "auto") -> HardwareSetup:
+    """Set up devices and precision for this process and pick the strategy.
+
+    Args:
+        device: "auto", "cpu" or "gpu" (TrainConfig.device).
+        mixed_precision: "auto", "on" or "off" (TrainConfig.mixed_precision).
+
+    Returns:
+        The set-up, with ``strategy`` ready to use.
+
+    Raises:
+        HardwareError: "gpu" was asked for and there is none.
+    """
+    import keras
+    import tensorflow as tf
+
+    # Device visibility and memory growth are configuration, not ops: they must be
+    # set before the runtime initialises, which creating a strategy does.
+    if device == "cpu":
+        with contextlib.suppress(RuntimeError):  # devices already initialised here
+            tf.config.set_visible_devices([], "GPU")
+    gpus = [] if device == "cpu" else detect_gpus()
+    if device == "gpu" and not gpus:
+        raise HardwareError(
+            "TrainConfig.device is 'gpu' but TensorFlow sees no GPU on this machine; "
+            "choose 'auto' or 'cpu'"
+        )
+    for dev in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(ValueError, RuntimeError):  # already initialised
+            tf.config.experimental.set_memory_growth(dev, True)
+
+    if multi_worker_config() is not None:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy_name = "multi-worker mirrored"
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+        strategy_name = "mirrored"
+    else:
+        strategy = tf.distribute.get_strategy()
+        strategy_name = "default"
+
+    precision = choose_precision(mixed_precision, gpus)
+    keras.mixed_precision.set_global_policy(precision)
+    return HardwareSetup(
+        device="gpu" if gpus else "cpu",
+        gpus=gpus,
+        precision=precision,
+        strategy_name=strategy_name,
+        replicas=int(strategy.num_replicas_in_sync),
+        strategy=strategy,
+    )
+
+
+def gpu_summary() -> str:
+    """A one-line description of the GPUs here, for the Train page ("no GPU: training on CPU")."""
+    gpus = detect_gpus()
+    if not gpus:
+        return "no GPU: training runs on the CPU"
+    names = ", ".join(
+        g.description
+        + (
+            f" (cc {g.compute_capability[0]}.{g.compute_capability[1]})"
+            if g.compute_capability
+            else ""
+        )
+        for g in gpus
+    )
+    return f"{len(gpus)} GPU(s): {names}"
+
+
+def patch_keras_for_multi_worker(model, strategy) -> None:
+    """Work around Keras 3's broken ``fit`` under MultiWorkerMirroredStrategy.
+
+    keras-team/keras#20585 (open for Keras 3.7–3.15): ``fit`` first reduces a whole
+    distributed batch with ``strategy.reduce`` to build the model symbolically,
+    and reduces scalar logs with ``axis=0``; both raise under the collective
+    strategy. Two narrow patches make it train:
+
+    - the symbolic build uses this worker's first replica's batch (it only needs
+      shapes and dtypes);
+    - logs are reduced over this worker's replicas only, so the loss/accuracy a
+      worker reports is its own shard's. Gradients are still all-reduced by the
+      strategy, so every worker keeps identical weights (the multi-worker test
+      checks exactly that).
+
+    Remove once Keras fixes the issue.
+    """
+    import types
+
+    import keras.src.backend.tensorflow.trainer as tf_trainer
+    import tensorflow as tf
+
+    tf_trainer._collective_all_reduce_multi_worker = lambda s: False
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    batch,
+                )
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(_maybe_symbolic_build, model)

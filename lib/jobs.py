@@ -1,0 +1,563 @@
+"""The job runner: background training processes, a queue, a reaper, stop/resume/clone/delete.
+
+Every run trains in its own process (``python -m lib train --run-dir DIR``), started
+in a new session so it outlives the Streamlit script, the browser tab and the
+server. There is no long-lived scheduler thread: :func:`schedule` is called
+whenever something might have freed a slot (a page poll, a new run, a worker
+exiting) and starts queued runs while fewer than N are running. A lock file
+(``fcntl.flock``) makes every status change mutually exclusive across processes.
+
+:func:`reap` marks a "running" run whose process is gone (or whose pid now
+belongs to another process: the start time in /proc differs) as failed, so no
+run stays "running" forever, also after a server restart. Pages call
+:func:`poll` (reap + schedule) every time their live panel refreshes.
+
+This module does not import TensorFlow; pages import it freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lib import runstore
+from lib.config import DataConfig, RunConfig
+from lib.runstore import RunStatus
+from lib.workspace import PROJECT_ROOT, WorkspaceError, workspace_root
+
+MAX_CONCURRENT_ENV = "KESTREL_MAX_CONCURRENT_RUNS"
+LOCK_FILE = ".jobs.lock"
+PROGRESS_TAIL_BYTES = 64 * 1024
+
+
+class JobError(ValueError):
+    """An action that does not fit the run's state (e.g. deleting a running run)."""
+
+
+# ---------------------------------------------------------------------------
+# Locking and process checks
+
+
+def max_concurrent(value: int | None = None) -> int:
+    """How many runs may train at once: ``value``, else $KESTREL_MAX_CONCURRENT_RUNS, else 1."""
+    if value is None:
+        raw = os.environ.get(MAX_CONCURRENT_ENV, "").strip()
+        try:
+            value = int(raw) if raw else 1
+        except ValueError:
+            raise JobError(f"{MAX_CONCURRENT_ENV} must be a whole number, got {raw!r}") from None
+    return max(1, int(value))
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    """Hold the workspace-wide job lock (one status change at a time, across processes)."""
+    path = runstore.runs_root() / LOCK_FILE
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot; None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # field 22 of the whole line
+
+
+def process_alive(pid: int | None, start_ticks: int | None) -> bool:
+    """Whether ``pid`` is still the process that was started (not dead, not reused)."""
+    if not pid:
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # collect our own exited children (no zombies)
+    ticks = process_start_ticks(pid)
+    if ticks is None:
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+# ---------------------------------------------------------------------------
+# Starting, scheduling, reaping
+
+
+def _spawn(run_dir: Path) -> subprocess.Popen:
+    """Start the worker process of ``run_dir``; its output goes to log.txt."""
+    env = os.environ.copy()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["KESTREL_HOME"] = str(workspace_root())
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(run_dir / runstore.LOG_FILE, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lib", "train", "--run-dir", str(run_dir)],
+            cwd=str(PROJECT_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # survives the Streamlit script, session and server
+        )
+
+
+def _reap_locked() -> list[str]:
+    reaped = []
+    for path in runstore.list_run_dirs():
+        status = runstore.read_status(path)
+        if status.state != "running" or process_alive(status.pid, status.pid_start):
+            continue
+        runstore.update_status(
+            path,
+            state="failed",
+            ended=time.time(),
+            error=(
+                f"the training process (pid {status.pid}) ended without reporting: it was "
+                "killed, crashed or the machine restarted. Resume continues from the last "
+                f"finished epoch.{_last_log_line(path)}"
+            ),
+        )
+        reaped.append(path.name)
+    return reaped
+
+
+def _last_log_line(path: Path) -> str:
+    """The last line of the worker log when it looks like an error, for the message."""
+    try:
+        with open(path / runstore.LOG_FILE, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    if lines and ("Error" in lines[-1] or "Killed" in lines[-1]):
+        return f" Last log line: {lines[-1][:300]}"
+    return ""
+
+
+def reap() -> list[str]:
+    """Mark running runs whose process is gone as failed; returns their ids."""
+    with _lock():
+        return _reap_locked()
+
+
+def schedule(limit: int | None = None) -> list[str]:
+    """Start queued runs, oldest first, while fewer than ``limit`` are running.
+
+    Safe to call from any process at any time (pages on every poll, workers at exit).
+    Returns the ids of the runs it started.
+    """
+    limit = max_concurrent(limit)
+    started = []
+    with _lock():
+        _reap_locked()
+        statuses = [(p, runstore.read_status(p)) for p in runstore.list_run_dirs()]
+        running = sum(1 for _, s in statuses if s.state == "running")
+        queued = sorted(
+            ((p, s) for p, s in statuses if s.state == "queued"), key=lambda ps: ps[1].created
+        )
+        for path, status in queued[: max(0, limit - running)]:
+            try:
+                proc = _spawn(path)
+            except OSError as exc:
+                runstore.update_status(
+                    path,
+                    state="failed",
+                    ended=time.time(),
+                    error=f"could not start the training process: {exc}",
+                )
+                continue
+            runstore.update_status(
+                path,
+                state="running",
+                pid=proc.pid,
+                pid_start=process_start_ticks(proc.pid),
+                started=time.time(),
+                ended=None,
+                error="",
+                attempts=status.attempts + 1,
+            )
+            started.append(path.name)
+    return started
+
+
+def poll(limit: int | None = None) -> list[str]:
+    """What a page calls on every refresh: reap dead runs and start queued ones."""
+    return schedule(limit)
+
+
+def start_run(config: RunConfig, *, limit: int | None = None, validate: bool = True) -> str:
+    """Check ``config``, create its run directory, queue it and schedule.
+
+    Args:
+        config: the recipe.
+        limit: concurrent-run limit for this scheduling pass (default: env or 1).
+        validate: check the config against its dataset first (loads the dataset).
+
+    Returns:
+        The new run id.
+
+    Raises:
+        lib.training.RunConfigError, lib.data.DatasetError: the config cannot train;
+            nothing was created.
+    """
+    if validate:
+        from lib.training import validate_run
+
+        validate_run(config)
+    path = runstore.create_run(config)
+    schedule(limit)
+    return path.name
+
+
+def request_stop(run_id: str) -> RunStatus:
+    """Ask a run to stop gracefully (after the current batch, with a checkpoint).
+
+    A queued run is stopped at once. Raises JobError for runs that are not active.
+    """
+    path = _existing(run_id)
+    with _lock():
+        status = runstore.read_status(path)
+        if status.state == "queued":
+            return runstore.update_status(
+                path, state="stopped", ended=time.time(), stop_requested=True
+            )
+        if status.state != "running":
+            raise JobError(f"run {run_id} is {status.state}; only queued or running runs stop")
+        runstore.atomic_write_bytes(path / runstore.STOP_FILE, b"stop\n")
+        return runstore.update_status(path, stop_requested=True)
+
+
+def resume(run_id: str, *, limit: int | None = None) -> None:
+    """Queue a stopped or failed run again; it continues from its last finished epoch."""
+    path = _existing(run_id)
+    with _lock():
+        status = runstore.read_status(path)
+        if status.state not in ("stopped", "failed"):
+            raise JobError(
+                f"run {run_id} is {status.state}; only stopped or failed runs can be resumed"
+            )
+        (path / runstore.STOP_FILE).unlink(missing_ok=True)
+        runstore.update_status(
+            path,
+            state="queued",
+            error="",
+            warning="",
+            ended=None,
+            stop_requested=False,
+            pid=None,
+            pid_start=None,
+        )
+    schedule(limit)
+
+
+def clone(run_id: str, *, start: bool = True, limit: int | None = None) -> str:
+    """A new run with ``run_id``'s recipe; queued (and scheduled) when ``start``."""
+    config = runstore.read_config(_existing(run_id))
+    if start:
+        return start_run(config, limit=limit)
+    return runstore.create_run(config).name
+
+
+def delete(run_id: str) -> None:
+    """Delete a run and its files; refused while it is running (stop it first)."""
+    path = _existing(run_id)
+    with _lock():
+        status = runstore.read_status(path)
+        if status.state == "running" and process_alive(status.pid, status.pid_start):
+            raise JobError(f"run {run_id} is running; stop it before deleting it")
+        shutil.rmtree(path)
+
+
+def _existing(run_id: str) -> Path:
+    path = runstore.run_dir(run_id)
+    if not (path / runstore.CONFIG_FILE).is_file():
+        raise JobError(f"there is no run {run_id!r}")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Worker side (python -m lib train)
+
+
+def _claim(path: Path) -> None:
+    runstore.update_status(
+        path,
+        state="running",
+        pid=os.getpid(),
+        pid_start=process_start_ticks(os.getpid()),
+        started=time.time(),
+        ended=None,
+        error="",
+        attempts=runstore.read_status(path).attempts + 1,
+    )
+
+
+def _finish(path: Path, state: str, error: str = "", warning: str = "") -> None:
+    with _lock():
+        (path / runstore.STOP_FILE).unlink(missing_ok=True)
+        runstore.update_status(
+            path, state=state, ended=time.time(), error=error, warning=warning, stop_requested=False
+        )
+
+
+def _stop_on_sigterm(path: Path) -> None:
+    """SIGTERM (a shutdown) becomes a graceful stop: finish the batch, checkpoint, exit."""
+
+    def handler(signum, frame):
+        with contextlib.suppress(OSError):
+            (path / runstore.STOP_FILE).write_bytes(b"sigterm\n")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_here(path: Path, *, echo: bool = True, claim: bool = True) -> int:
+    """Train the run at ``path`` in this process and record the outcome in status.json.
+
+    Args:
+        path: the run directory.
+        echo: print a progress bar.
+        claim: mark the run as running under this process first (CLI). Workers
+            spawned by :func:`schedule` were marked by the scheduler already.
+
+    Returns:
+        A process exit code: 0 completed or stopped, 1 failed.
+    """
+    path = Path(path)
+    with _lock():
+        status = runstore.read_status(path)
+        if claim:
+            if status.state == "running" and process_alive(status.pid, status.pid_start):
+                print(f"run {path.name} is already running (pid {status.pid})", file=sys.stderr)
+                return 2
+            _claim(path)
+        elif status.pid != os.getpid():
+            # The scheduler records our pid before releasing the lock; anything else
+            # means this process is not the run's worker of record.
+            print(f"run {path.name} belongs to pid {status.pid}; not training", file=sys.stderr)
+            return 2
+    _stop_on_sigterm(path)
+    try:
+        from lib.training import train_run
+
+        outcome = train_run(path, echo=echo)
+        state, error, warning = outcome.state, outcome.error, outcome.warning
+    except BaseException as exc:  # record every way a run can end, then exit non-zero
+        traceback.print_exc()
+        state, error, warning = "failed", f"unexpected error: {type(exc).__name__}: {exc}", ""
+        if isinstance(exc, KeyboardInterrupt):
+            state, error = "stopped", ""
+    _finish(path, state, error, warning)
+    if echo:
+        print(f"run {path.name}: {state}" + (f" — {error}" if error else ""), flush=True)
+    with contextlib.suppress(Exception):
+        schedule()  # a slot is free now: start the next queued run
+    return 0 if state in ("completed", "stopped") else 1
+
+
+# ---------------------------------------------------------------------------
+# Reading runs (for pages and the CLI)
+
+
+@dataclass
+class RunSummary:
+    """One row of the runs table."""
+
+    run_id: str
+    name: str
+    state: str
+    dataset: str
+    model: str
+    epochs_done: int
+    epochs: int
+    best_val_accuracy: float | None
+    test_accuracy: float | None
+    created: float
+    started: float | None
+    duration_s: float | None
+    error: str = ""
+    warning: str = ""
+    stop_requested: bool = False
+
+
+def describe_dataset(cfg: DataConfig) -> str:
+    """A short dataset label for tables ("digits", "shapes 64px", "folder:/data/x")."""
+    label = cfg.source
+    if cfg.source == "shapes":
+        label += f" {cfg.shapes_size}px"
+    if cfg.source in ("folder", "upload"):
+        label += f":{Path(cfg.path).name or cfg.path}"
+    if cfg.image_size:
+        label += f" →{cfg.image_size}px"
+    return label
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as columns (epoch is 1-based); empty dict if none yet."""
+    try:
+        with open(Path(path) / runstore.HISTORY_FILE, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return {}
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        if not str(row.get("epoch", "")).isdigit():
+            continue
+        for key, value in row.items():
+            if key is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            columns.setdefault(key, []).append(number + 1 if key == "epoch" else number)
+    return columns
+
+
+def _best(values: list[float] | None) -> float | None:
+    finite = [v for v in values or [] if math.isfinite(v)]
+    return max(finite) if finite else None
+
+
+def summarize(path: Path) -> RunSummary:
+    """The runs-table row of one run directory."""
+    status = runstore.read_status(path)
+    try:
+        config = runstore.read_config(path)
+    except ValueError:
+        config = RunConfig()
+    history = read_history(path)
+    metrics = runstore.read_metrics(path)
+    if status.started is None:
+        duration = None
+    elif status.state == "completed" and metrics.get("train_seconds") is not None:
+        duration = float(metrics["train_seconds"])
+    else:
+        duration = (status.ended or time.time()) - status.started
+    return RunSummary(
+        run_id=path.name,
+        name=config.name,
+        state=status.state,
+        dataset=describe_dataset(config.data),
+        model=config.model.preset,
+        epochs_done=len(history.get("epoch", [])),
+        epochs=config.train.epochs,
+        best_val_accuracy=_best(history.get("val_accuracy")),
+        test_accuracy=metrics.get("test_accuracy"),
+        created=status.created,
+        started=status.started,
+        duration_s=duration,
+        error=status.error,
+        warning=status.warning,
+        stop_requested=status.stop_requested,
+    )
+
+
+def list_runs() -> list[RunSummary]:
+    """Every run in the workspace, newest first."""
+    try:
+        return [summarize(p) for p in runstore.list_run_dirs()]
+    except WorkspaceError:
+        return []
+
+
+@dataclass
+class Progress:
+    """The latest progress of a run, from the tail of progress.jsonl."""
+
+    phase: str = ""  # the latest preparation phase ("loading data", "training"...)
+    start: dict[str, Any] | None = None  # the latest attempt's start event
+    batch: dict[str, Any] | None = None  # the latest batch event of that attempt
+    epoch: dict[str, Any] | None = None  # the latest epoch event
+    live: list[dict[str, Any]] = field(default_factory=list)  # batch events of the current epoch
+
+    @property
+    def fraction_epochs(self) -> float:
+        """Share of all epochs done, counting the current epoch's batches."""
+        ev = self.latest
+        if not ev:
+            return 0.0
+        epochs = max(1, int(ev.get("epochs", 1)))
+        if ev.get("type") == "epoch":
+            return min(1.0, (ev["epoch"] + 1) / epochs)
+        return min(1.0, (ev["epoch"] + ev["batch"] / max(1, ev["steps"])) / epochs)
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        """The newer of the latest batch and epoch events."""
+        cands = [e for e in (self.batch, self.epoch) if e]
+        return max(cands, key=lambda e: e.get("time", 0.0)) if cands else None
+
+
+def read_progress(path: Path, tail_bytes: int = PROGRESS_TAIL_BYTES) -> Progress:
+    """Parse the tail of ``progress.jsonl`` (cheap however long the run is)."""
+    progress = Progress()
+    try:
+        with open(Path(path) / runstore.PROGRESS_FILE, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - tail_bytes))
+            data = fh.read()
+    except OSError:
+        return progress
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > tail_bytes:
+        lines = lines[1:]  # the first line is probably cut
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a line being written right now
+        kind = ev.get("type")
+        if kind == "phase":
+            progress.phase = ev.get("phase", "")
+        elif kind == "start":
+            progress.start, progress.batch, progress.live = ev, None, []
+        elif kind == "batch":
+            progress.batch = ev
+            progress.live.append(ev)
+        elif kind == "epoch":
+            progress.epoch = ev
+            progress.live = []
+    return progress
+
+
+def read_lr_plan(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(path) / runstore.LR_PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_log_tail(path: Path, max_bytes: int = 8000) -> str:
+    """The end of the worker's log, for the page's "log" expander."""
+    try:
+        with open(Path(path) / runstore.LOG_FILE, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,275 @@
+"""The trainer: real tiny runs on digits, in this process (one TensorFlow import)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lib import hardware, jobs, runstore
+from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from lib.hardware import GpuInfo
+
+TINY_MODEL = ModelConfig(
+    preset="custom", blocks=(ConvBlock(filters=8, batch_norm=False),), head=HeadConfig(dense=(16,))
+)
+
+
+def tiny_config(**train) -> RunConfig:
+    """Digits (8×8, 1439 training images), one conv block: a few seconds per epoch."""
+    base = {"epochs": 2, "batch_size": 64, "schedule": "constant", "learning_rate": 0.01}
+    return RunConfig(
+        name="tiny",
+        data=DataConfig(source="digits"),
+        model=TINY_MODEL,
+        train=TrainConfig(**{**base, **train}),
+    )
+
+
+def events(run_dir) -> list[dict]:
+    lines = (run_dir / runstore.PROGRESS_FILE).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_tiny_digits_run_completes_and_writes_every_artifact():
+    import keras
+
+    path = runstore.create_run(tiny_config(epochs=3, schedule="warmup_cosine", warmup_epochs=0.5))
+    assert jobs.run_here(path, echo=False, claim=True) == 0
+
+    status = runstore.read_status(path)
+    assert status.state == "completed", status.error
+    assert status.pid is not None and status.ended >= status.started
+    for name in (
+        runstore.CONFIG_FILE,
+        runstore.HISTORY_FILE,
+        runstore.PROGRESS_FILE,
+        runstore.MODEL_FILE,
+        runstore.LAST_WEIGHTS_FILE,
+        runstore.METRICS_FILE,
+        runstore.PREDICTIONS_FILE,
+        runstore.LR_PLAN_FILE,
+    ):
+        assert (path / name).is_file(), name
+    assert any((path / runstore.TENSORBOARD_DIR).rglob("events.out.tfevents.*"))
+    assert not (path / runstore.BACKUP_DIR).exists()  # only a resumable run keeps it
+
+    history = jobs.read_history(path)
+    assert history["epoch"] == [1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history)
+    metrics = runstore.read_metrics(path)
+    assert metrics["epochs_done"] == 3 and metrics["train_seconds"] > 0
+    assert metrics["eval_split"] == "test"
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
+    assert metrics["best_val_accuracy"] == pytest.approx(max(history["val_accuracy"]))
+
+    evs = events(path)
+    kinds = [e["type"] for e in evs]
+    assert kinds.count("start") == 1 and kinds.count("epoch") == 3 and "batch" in kinds
+    batch_times = [e["time"] for e in evs if e["type"] == "batch"]
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(batch_times))
+    last_batch = [e for e in evs if e["type"] == "batch"][-1]
+    for key in (
+        "epoch",
+        "batch",
+        "steps",
+        "loss",
+        "accuracy",
+        "lr",
+        "images_per_sec",
+        "elapsed",
+        "eta",
+    ):
+        assert key in last_batch
+
+    model = keras.saving.load_model(str(path / runstore.MODEL_FILE), safe_mode=True, compile=False)
+    assert model.output_shape == (None, 10)
+    plan = jobs.read_lr_plan(path)
+    assert plan["learning_rate"][0] == pytest.approx(1e-4, rel=1e-3)  # warm-up starts at lr/100
+    assert max(plan["learning_rate"]) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_stop_request_ends_after_the_current_batch_with_a_checkpoint():
+    path = runstore.create_run(tiny_config(epochs=200))
+
+    def stop_when_training():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (path / runstore.HISTORY_FILE).exists() and jobs.read_history(path):
+                jobs.request_stop(path.name)
+                return
+            time.sleep(0.1)
+
+    stopper = threading.Thread(target=stop_when_training, daemon=True)
+    stopper.start()
+    assert jobs.run_here(path, echo=False, claim=True) == 0
+    stopper.join()
+
+    status = runstore.read_status(path)
+    assert status.state == "stopped" and not status.stop_requested
+    assert not (path / runstore.STOP_FILE).exists()
+    done = len(jobs.read_history(path)["epoch"])
+    assert 1 <= done < 200
+    meta = json.loads((path / runstore.BACKUP_DIR / "training_metadata.json").read_text())
+    assert meta["epoch"] == done  # resume continues right after the stopped epoch
+    assert not (path / runstore.METRICS_FILE).exists()
+
+
+def test_nan_loss_fails_cleanly_and_keeps_the_checkpoint():
+    import keras
+
+    # A real divergence: no normalisation, SGD with momentum and a warm-up towards lr=10.
+    # Epoch 1 ends finite (lr still small); the loss overflows to NaN in epoch 2.
+    model = ModelConfig(
+        preset="custom",
+        head=HeadConfig(dense=(16,)),
+        blocks=(
+            ConvBlock(filters=8, batch_norm=False, activation="elu", pool="none"),
+            ConvBlock(filters=8, batch_norm=False, activation="elu"),
+        ),
+    )
+    cfg = tiny_config(
+        epochs=6,
+        optimizer="sgd",
+        momentum=0.9,
+        learning_rate=10.0,
+        schedule="warmup_cosine",
+        warmup_epochs=4.0,
+    ).replace(model=model)
+    path = runstore.create_run(cfg)
+    assert jobs.run_here(path, echo=False, claim=True) == 1
+
+    status = runstore.read_status(path)
+    assert status.state == "failed"
+    assert "NaN" in status.error and "learning rate" in status.error
+    good_epochs = len(jobs.read_history(path).get("epoch", []))
+    assert 1 <= good_epochs < 6
+    # The diverged weights never reached the checkpoints.
+    kept = keras.saving.load_model(str(path / runstore.MODEL_FILE), safe_mode=True, compile=False)
+    assert all(np.isfinite(w).all() for w in kept.get_weights())
+    meta = json.loads((path / runstore.BACKUP_DIR / "training_metadata.json").read_text())
+    assert meta["epoch"] == good_epochs
+    assert not (path / runstore.METRICS_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train": TrainConfig(batch_size=5000)}, "larger than the training split"),
+        ({"model": ModelConfig(preset="custom", blocks=(ConvBlock(),) * 5)}, "model"),
+        # The check uses the real split: what half+half held-out leaves to train on.
+        (
+            {"data": DataConfig(source="digits", val_fraction=0.5, test_fraction=0.5)},
+            r"training split \(\d+ images\)",
+        ),
+    ],
+)
+def test_invalid_run_config_is_refused_before_anything_starts(change, message):
+    from lib.training import RunConfigError
+
+    cfg = tiny_config().replace(**change)
+    with pytest.raises((RunConfigError, ValueError), match=message):
+        jobs.start_run(cfg)
+    assert jobs.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "checks"),
+    [
+        # (fraction of training, expected lr / peak lr)
+        ("constant", [(0.0, 1.0), (0.5, 1.0), (1.0, 1.0)]),
+        ("cosine", [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]),
+        ("warmup_cosine", [(0.0, 0.01), (0.25, 1.0), (1.0, 0.0)]),
+        ("one_cycle", [(0.0, 0.04), (0.3, 1.0), (1.0, 0.0)]),
+        ("step", [(0.0, 1.0), (0.45, 1.0), (0.5, 0.1), (1.0, 0.01)]),
+    ],
+)
+def test_learning_rate_schedules(schedule, checks):
+    from lib.training import lr_plan, make_schedule
+
+    steps = 10
+    cfg = TrainConfig(
+        epochs=4,
+        schedule=schedule,
+        learning_rate=0.1,
+        warmup_epochs=1.0,
+        step_epochs=2,
+        step_factor=0.1,
+    )
+    sched = make_schedule(cfg, steps)
+    for fraction, expected in checks:
+        step = round(fraction * 4 * steps)
+        lr = float(sched(step)) if callable(sched) else sched
+        assert lr == pytest.approx(0.1 * expected, abs=2e-3), (schedule, fraction)
+    plan = lr_plan(cfg, steps)
+    assert plan["epoch"][0] == 0 and plan["epoch"][-1] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "extra"),
+    [
+        ("adam", "Adam", {}),
+        ("adamw", "AdamW", {}),
+        ("sgd", "SGD", {"momentum": 0.8, "nesterov": True}),
+        ("rmsprop", "RMSprop", {"momentum": 0.5}),
+    ],
+)
+def test_optimizers(name, cls, extra):
+    from lib.training import make_optimizer
+
+    opt = make_optimizer(
+        TrainConfig(
+            optimizer=name, schedule="constant", learning_rate=0.02, weight_decay=0.05, **extra
+        ),
+        steps_per_epoch=5,
+    )
+    assert type(opt).__name__ == cls
+    assert float(opt.learning_rate) == pytest.approx(0.02)
+    assert opt.weight_decay == pytest.approx(0.05)
+    for key, value in extra.items():
+        assert getattr(opt, key) == pytest.approx(value)
+
+
+def test_balanced_class_weights_equalise_the_classes():
+    from lib.training import balanced_class_weights
+
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights == {0: pytest.approx(4 / 9), 1: pytest.approx(4 / 3)}  # class 2 absent
+
+
+def test_trim_history_drops_epochs_that_will_be_trained_again(workspace):
+    from lib.training import trim_history
+
+    path = workspace / "run"
+    path.mkdir()
+    (path / runstore.HISTORY_FILE).write_text("epoch,loss\r\n0,1.0\r\n1,0.5\r\n2,0.4\r\n")
+    rows = trim_history(path, 2)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert jobs.read_history(path)["epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("mode", "gpus", "expected"),
+    [
+        ("auto", [], "float32"),
+        ("auto", [GpuInfo("g0", "T4", (7, 5))], "mixed_float16"),
+        ("auto", [GpuInfo("g0", "P100", (6, 0))], "float32"),
+        ("auto", [GpuInfo("g0", "A100", (8, 0)), GpuInfo("g1", "K80", (3, 7))], "float32"),
+        ("on", [GpuInfo("g0", "P100", (6, 0))], "mixed_float16"),
+        ("on", [], "mixed_bfloat16"),
+        ("off", [GpuInfo("g0", "H100", (9, 0))], "float32"),
+    ],
+)
+def test_mixed_precision_choice(mode, gpus, expected):
+    assert hardware.choose_precision(mode, gpus) == expected
+
+
+def test_gpu_request_without_a_gpu_is_refused():
+    if hardware.detect_gpus():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(hardware.HardwareError, match="no GPU"):
+        hardware.configure("gpu", "auto")
