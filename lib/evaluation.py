@@ -1,0 +1,566 @@
+"""Evaluation of a finished run: stored test predictions and the metrics read from them.
+
+A completed run is predicted once (:func:`compute_predictions`, called by the
+training worker when a run completes, or by the Evaluate page on demand) and the
+result is kept in the run directory as ``predictions.npz``. Every view reads
+that file (:func:`load_predictions`) and computes its metrics here, with numpy
+and scikit-learn, so nothing on a page ever runs the model again.
+
+Positions vs indices: metric helpers return *positions* into the prediction
+arrays; ``preds.indices[pos]`` is the image's index in its dataset split, which
+is what :func:`load_images` needs.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib import runstore
+
+PREDICT_CHUNK = 1024  # images decoded at once: bounds memory on large test splits
+PROB_FLOOR = 1e-7  # clip before log so a confident mistake costs ~16, not infinity
+
+
+class PredictionsError(ValueError):
+    """Predictions cannot be made or read for a run (missing model, unreadable file)."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """The stored predictions of one run on its test (or validation) split."""
+
+    y_true: np.ndarray  # int32 (N,) true class
+    probs: np.ndarray  # float32 (N, K) softmax probabilities
+    indices: np.ndarray  # int64 (N,) index into the split
+    split: str  # "test" or "val"
+    refs: np.ndarray  # str (N,) file path, or "" for in-memory datasets
+    class_names: tuple[str, ...]  # K names, stored beside the arrays so views need no dataset
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """Probability of the predicted class."""
+        return self.probs.max(axis=1)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probs.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.y_true.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# Computing and storing predictions
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _load_model(run_dir: Path):
+    """Load a run's model.keras in safe mode (no arbitrary code from the file)."""
+    import keras
+
+    path = run_dir / runstore.MODEL_FILE
+    if not path.is_file():
+        raise PredictionsError(
+            f"run {run_dir.name} has no {runstore.MODEL_FILE}; it did not finish training. "
+            "Train it again (or resume it) before evaluating."
+        )
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise PredictionsError(
+            f"cannot load {path}: {exc}. The file may be damaged; train the run again."
+        ) from None
+
+
+def evaluation_split(ds: Any) -> str:
+    """The split a run is evaluated on: ``test`` when it holds images, else ``val``."""
+    test = ds.splits.get("test")
+    if test is not None and len(test) > 0:
+        return "test"
+    val = ds.splits.get("val")
+    if val is not None and len(val) > 0:
+        return "val"
+    raise PredictionsError(
+        "the dataset has neither test nor validation images; raise "
+        "DataConfig.test_fraction or val_fraction and train again"
+    )
+
+
+def predict_probs(model: Any, split: Any, *, batch_size: int, tta_flip: bool) -> np.ndarray:
+    """Softmax probabilities of ``model`` on every image of ``split``, in split order.
+
+    With ``tta_flip`` the probabilities are averaged with those of the
+    left-right mirrored images (test-time augmentation).
+    """
+    n = len(split)
+    out: list[np.ndarray] = []
+    for start in range(0, n, PREDICT_CHUNK):
+        idx = np.arange(start, min(start + PREDICT_CHUNK, n))
+        # Models rescale inside themselves, so they take raw pixels as float32.
+        x = split.images(idx).astype(np.float32)
+        probs = _softmax(np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64))
+        if tta_flip:
+            flipped = np.ascontiguousarray(x[:, :, ::-1, :])
+            logits = model.predict(flipped, batch_size=batch_size, verbose=0)
+            probs = (probs + _softmax(np.asarray(logits, np.float64))) / 2.0
+        out.append(probs.astype(np.float32))
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out)
+
+
+def compute_predictions(run_dir: Path | str) -> Path:
+    """Predict a completed run's evaluation split and store ``predictions.npz``.
+
+    Args:
+        run_dir: the run directory (``runstore.run_dir(run_id)``).
+
+    Returns:
+        The path of the written ``predictions.npz``.
+
+    Raises:
+        PredictionsError: no model, a model whose output does not match the
+            dataset's classes, or a dataset without test/validation images.
+        lib.data.DatasetError: the run's dataset cannot be loaded any more.
+    """
+    from lib.data import load_dataset
+
+    run_dir = Path(run_dir)
+    cfg = runstore.read_config(run_dir)
+    model = _load_model(run_dir)
+    ds = load_dataset(cfg.data)
+    split_name = evaluation_split(ds)
+    split = ds.splits[split_name]
+    probs = predict_probs(
+        model, split, batch_size=min(cfg.train.batch_size, 256), tta_flip=cfg.train.tta_flip
+    )
+    if probs.shape[1] != len(ds.class_names):
+        raise PredictionsError(
+            f"the model of run {run_dir.name} predicts {probs.shape[1]} classes but its "
+            f"dataset has {len(ds.class_names)}; the dataset changed since training. "
+            "Train the run again."
+        )
+    refs = split.refs
+    n = len(split)
+    ref_array = np.array(list(refs) if refs is not None else [""] * n, dtype=str)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        y_true=np.asarray(split.labels, np.int32),
+        probs=probs,
+        indices=np.arange(n, dtype=np.int64),
+        split=np.array(split_name),
+        refs=ref_array,
+        class_names=np.array(list(ds.class_names), dtype=str),
+    )
+    path = run_dir / runstore.PREDICTIONS_FILE
+    runstore.atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def has_predictions(run_dir: Path | str) -> bool:
+    return (Path(run_dir) / runstore.PREDICTIONS_FILE).is_file()
+
+
+def load_predictions(run_dir: Path | str) -> Predictions:
+    """Read a run's ``predictions.npz``.
+
+    Raises:
+        PredictionsError: the file is missing or not a predictions file.
+    """
+    path = Path(run_dir) / runstore.PREDICTIONS_FILE
+    if not path.is_file():
+        raise PredictionsError(
+            f"run {Path(run_dir).name} has no {runstore.PREDICTIONS_FILE} yet; "
+            "compute predictions first"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            preds = Predictions(
+                y_true=data["y_true"].astype(np.int64),
+                probs=data["probs"].astype(np.float32),
+                indices=data["indices"].astype(np.int64),
+                split=str(data["split"]),
+                refs=data["refs"].astype(str),
+                class_names=tuple(str(c) for c in data["class_names"])
+                if "class_names" in data
+                else _dataset_class_names(run_dir),
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise PredictionsError(f"{path} is unreadable ({exc}); compute predictions again") from None
+    n = len(preds.y_true)
+    if (
+        preds.probs.ndim != 2
+        or preds.probs.shape[0] != n
+        or len(preds.indices) != n
+        or len(preds.class_names) != preds.probs.shape[1]
+    ):
+        raise PredictionsError(f"{path} has inconsistent arrays; compute predictions again")
+    return preds
+
+
+def _dataset_class_names(run_dir: Path | str) -> tuple[str, ...]:
+    from lib.data import load_dataset
+
+    return tuple(load_dataset(runstore.read_config(Path(run_dir)).data).class_names)
+
+
+def load_images(run_dir: Path | str, preds: Predictions, positions: np.ndarray) -> np.ndarray:
+    """The uint8 images (n, H, W, C) at ``positions`` of ``preds``, decoded from the run's dataset."""
+    from lib.data import load_dataset
+
+    cfg = runstore.read_config(Path(run_dir))
+    split = load_dataset(cfg.data).splits[preds.split]
+    return split.images(preds.indices[np.asarray(positions, dtype=np.int64)])
+
+
+def display_image(image: np.ndarray, min_side: int = 96) -> np.ndarray:
+    """``image`` (H, W, C) enlarged by an integer factor (nearest) to at least ``min_side``.
+
+    Tiny images (8×8 digits, 28×28 Fashion-MNIST) would otherwise be shown as
+    blurry specks; grayscale becomes (H, W) because that is what st.image takes.
+    """
+    img = np.asarray(image)
+    factor = max(1, -(-min_side // max(img.shape[0], img.shape[1])))
+    if factor > 1:
+        img = img.repeat(factor, axis=0).repeat(factor, axis=1)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    return img
+
+
+# ---------------------------------------------------------------------------
+# Metrics (pure functions of y_true and probabilities)
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred))) if len(y_true) else 0.0
+
+
+def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
+    """Share of samples whose true class is among the ``k`` most probable.
+
+    Ties are broken by class order (stable sort), like ``np.argsort``.
+    """
+    if len(y_true) == 0:
+        return 0.0
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(np.mean((top == np.asarray(y_true)[:, None]).any(axis=1)))
+
+
+def default_top_k(num_classes: int) -> int | None:
+    """k for the headline top-k accuracy: 5 when there are more than 5 classes, else 3, else none."""
+    if num_classes > 5:
+        return 5
+    if num_classes > 3:
+        return 3
+    return None
+
+
+def sample_losses(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-sample cross-entropy ``-log p(true class)``."""
+    p = probs[np.arange(len(y_true)), np.asarray(y_true)]
+    return -np.log(np.clip(p.astype(np.float64), PROB_FLOOR, 1.0))
+
+
+def cross_entropy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    return float(sample_losses(y_true, probs).mean()) if len(y_true) else 0.0
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix (K, K) of counts: row = true class, column = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def normalise_rows(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (recall on the diagonal); empty rows stay zero."""
+    totals = cm.sum(axis=1, keepdims=True).astype(np.float64)
+    return np.divide(cm, totals, out=np.zeros(cm.shape, np.float64), where=totals > 0)
+
+
+def summary(preds: Predictions) -> dict[str, Any]:
+    """Headline metrics: accuracy, top-k accuracy, macro/weighted F1, loss."""
+    from sklearn.metrics import f1_score
+
+    y_pred = preds.y_pred
+    labels = np.arange(preds.num_classes)
+    k = default_top_k(preds.num_classes)
+    return {
+        "n": len(preds),
+        "split": preds.split,
+        "accuracy": accuracy(preds.y_true, y_pred),
+        "top_k": k,
+        "top_k_accuracy": top_k_accuracy(preds.y_true, preds.probs, k) if k else None,
+        "macro_f1": float(
+            f1_score(preds.y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
+        "weighted_f1": float(
+            f1_score(preds.y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+        "loss": cross_entropy(preds.y_true, preds.probs),
+    }
+
+
+def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]):
+    """Precision, recall, F1 and support per class, worst (lowest F1) first.
+
+    Returns:
+        A pandas DataFrame with columns class, precision, recall, f1, support.
+    """
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = np.arange(len(class_names))
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    table = pd.DataFrame(
+        {"class": list(class_names), "precision": p, "recall": r, "f1": f, "support": s}
+    )
+    table = table.sort_values(["f1", "recall", "support"], ascending=[True, True, False])
+    return table.reset_index(drop=True)
+
+
+def most_confused(cm: np.ndarray, class_names: list[str], top: int = 10) -> list[dict[str, Any]]:
+    """The off-diagonal cells with the most images, largest first.
+
+    Returns:
+        Dicts with true, predicted (class names), i, j, count and share (of the true class).
+    """
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:top]
+    rows = cm.sum(axis=1)
+    result = []
+    for i, j in zip(*np.unravel_index(flat, cm.shape), strict=True):
+        count = int(off[i, j])
+        if count == 0:
+            break
+        result.append(
+            {
+                "true": class_names[i],
+                "predicted": class_names[j],
+                "i": int(i),
+                "j": int(j),
+                "count": count,
+                "share": count / int(rows[i]),
+            }
+        )
+    return result
+
+
+def cell_positions(preds: Predictions, i: int, j: int) -> np.ndarray:
+    """Positions of the images with true class ``i`` predicted as ``j``, most confident first."""
+    pos = np.flatnonzero((preds.y_true == i) & (preds.y_pred == j))
+    order = np.argsort(-preds.confidence[pos], kind="stable")
+    return pos[order]
+
+
+def top_losses(preds: Predictions, n: int = 16) -> np.ndarray:
+    """Positions of the ``n`` wrong predictions with the highest loss (confident and wrong)."""
+    wrong = np.flatnonzero(preds.y_true != preds.y_pred)
+    losses = sample_losses(preds.y_true[wrong], preds.probs[wrong])
+    return wrong[np.argsort(-losses, kind="stable")[:n]]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A one-vs-rest curve of one class, with its area summary."""
+
+    x: np.ndarray
+    y: np.ndarray
+    area: float  # ROC: AUC; PR: average precision
+    positives: int  # test images of the class
+
+
+def roc_curve_ovr(y_true: np.ndarray, probs: np.ndarray, cls: int) -> Curve | None:
+    """One-vs-rest ROC of class ``cls`` (x = false positive rate, y = true positive rate).
+
+    Returns None when the class has no images or every image is of it (undefined).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    target = np.asarray(y_true) == cls
+    if target.all() or not target.any():
+        return None
+    fpr, tpr, _ = roc_curve(target, probs[:, cls])
+    return Curve(fpr, tpr, float(roc_auc_score(target, probs[:, cls])), int(target.sum()))
+
+
+def pr_curve_ovr(y_true: np.ndarray, probs: np.ndarray, cls: int) -> Curve | None:
+    """One-vs-rest precision-recall curve of ``cls`` (x = recall, y = precision); None if no positives."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    target = np.asarray(y_true) == cls
+    if not target.any():
+        return None
+    precision, recall, _ = precision_recall_curve(target, probs[:, cls])
+    ap = float(average_precision_score(target, probs[:, cls]))
+    return Curve(recall, precision, ap, int(target.sum()))
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Reliability diagram data: per confidence bin, the accuracy and mean confidence."""
+
+    edges: np.ndarray  # (bins + 1,) bin edges over [0, 1]
+    accuracy: np.ndarray  # (bins,) accuracy in the bin (nan where empty)
+    confidence: np.ndarray  # (bins,) mean confidence in the bin (nan where empty)
+    counts: np.ndarray  # (bins,) samples in the bin
+    ece: float  # expected calibration error
+
+
+def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> Reliability:
+    """Equal-width confidence bins, right-inclusive ((0.4, 0.5] etc.), and the ECE.
+
+    ECE = sum over bins of (bin size / N) * |accuracy(bin) - mean confidence(bin)|.
+    """
+    conf = probs.max(axis=1).astype(np.float64)
+    correct = (probs.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.searchsorted(edges[1:-1], conf, side="left")
+    counts = np.bincount(which, minlength=bins)
+    acc_sum = np.bincount(which, weights=correct, minlength=bins)
+    conf_sum = np.bincount(which, weights=conf, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(counts > 0, acc_sum / counts, np.nan)
+        mean_conf = np.where(counts > 0, conf_sum / counts, np.nan)
+    n = max(len(conf), 1)
+    ece = float(np.nansum(counts / n * np.abs(acc - mean_conf)))
+    return Reliability(edges, acc, mean_conf, counts, ece)
+
+
+# ---------------------------------------------------------------------------
+# Tables and downloads
+
+
+def predictions_table(preds: Predictions, class_names: list[str]):
+    """One row per image: index, reference, true/predicted class, confidence, loss."""
+    import pandas as pd
+
+    y_pred = preds.y_pred
+    return pd.DataFrame(
+        {
+            "index": preds.indices,
+            "ref": preds.refs,
+            "true": [class_names[i] for i in preds.y_true],
+            "predicted": [class_names[i] for i in y_pred],
+            "correct": preds.y_true == y_pred,
+            "confidence": preds.confidence,
+            "prob_true": preds.probs[np.arange(len(preds)), preds.y_true],
+            "loss": sample_losses(preds.y_true, preds.probs),
+        }
+    )
+
+
+def confusion_csv(cm: np.ndarray, class_names: list[str]) -> str:
+    """The confusion matrix as CSV: first column the true class, one column per predicted class."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        cm, index=pd.Index(class_names, name="true \\ predicted"), columns=class_names
+    )
+    return frame.to_csv()
+
+
+# ---------------------------------------------------------------------------
+# Runs: which can be evaluated, their history and a one-line summary
+
+
+def completed_runs(root: Path | None = None) -> list[Path]:
+    """Completed runs that have a model, newest first."""
+    return [
+        p
+        for p in runstore.list_run_dirs(root)
+        if runstore.read_status(p).state == "completed" and (p / runstore.MODEL_FILE).is_file()
+    ]
+
+
+def run_label(run_dir: Path) -> str:
+    """``name · id`` for a run, or just the id when it has no name."""
+    try:
+        name = runstore.read_config(run_dir).name
+    except ValueError:
+        name = ""
+    return f"{name} · {run_dir.name}" if name else run_dir.name
+
+
+def load_history(run_dir: Path | str):
+    """The run's per-epoch history (history.csv from CSVLogger) as a DataFrame; empty if none."""
+    import pandas as pd
+
+    path = Path(run_dir) / runstore.HISTORY_FILE
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
+_PARAM_CACHE: dict[tuple[str, float], int] = {}
+
+
+def count_parameters(run_dir: Path | str) -> int | None:
+    """Total parameters of the run's model: from metrics.json when recorded, else from model.keras."""
+    run_dir = Path(run_dir)
+    metrics = runstore.read_metrics(run_dir)
+    for key in ("params", "parameters", "num_params"):
+        if isinstance(metrics.get(key), int):
+            return metrics[key]
+    path = run_dir / runstore.MODEL_FILE
+    if not path.is_file():
+        return None
+    key = (str(path), path.stat().st_mtime)
+    if key not in _PARAM_CACHE:
+        try:
+            _PARAM_CACHE[key] = int(_load_model(run_dir).count_params())
+        except PredictionsError:
+            return None
+    return _PARAM_CACHE[key]
+
+
+def run_summary(run_dir: Path | str) -> dict[str, Any]:
+    """What the Compare page's table shows for one run."""
+    run_dir = Path(run_dir)
+    cfg = runstore.read_config(run_dir)
+    status = runstore.read_status(run_dir)
+    metrics = runstore.read_metrics(run_dir)
+    history = load_history(run_dir)
+    best = metrics.get("best_val_accuracy")
+    if best is None and "val_accuracy" in history:
+        best = float(history["val_accuracy"].max())
+    seconds = metrics.get("train_seconds")
+    if seconds is None and status.started and status.ended:
+        seconds = status.ended - status.started
+    test_acc = metrics.get("test_accuracy", metrics.get("val_accuracy"))
+    if test_acc is None and has_predictions(run_dir):
+        preds = load_predictions(run_dir)
+        test_acc = accuracy(preds.y_true, preds.y_pred)
+    return {
+        "run": run_label(run_dir),
+        "dataset": cfg.data.source,
+        "model": cfg.model.preset,
+        "parameters": count_parameters(run_dir),
+        "augmentation": cfg.augment.preset,
+        "optimizer": f"{cfg.train.optimizer} · {cfg.train.learning_rate:g}",
+        "batch_size": cfg.train.batch_size,
+        "epochs": int(metrics.get("epochs_done", len(history))),
+        "train_seconds": None if seconds is None else round(float(seconds), 1),
+        "best_val_accuracy": best,
+        "test_accuracy": test_acc,
+    }

@@ -1,0 +1,284 @@
+"""Evaluate: where a finished run's model is right and wrong, down to the very images.
+
+Everything here is read from the run's stored predictions (lib.evaluation); the
+model runs only when the user asks to compute predictions that are missing.
+Clicking a confusion-matrix tile stores the cell in session state (ui.EVAL_CELL)
+and the gallery below the matrix shows those images.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from lib import evaluation as ev
+from lib import runstore
+from lib.plots import evaluation as plots
+from pages import ui
+
+GALLERY_MAX = 48  # images shown per gallery; the count says how many there are
+GALLERY_COLUMNS = 8
+MODES = ("counts", "share of true class")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _predictions(path: str, mtime: float) -> ev.Predictions:
+    # mtime is part of the key so recomputed predictions are read again.
+    return ev.load_predictions(path)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _images(path: str, mtime: float, positions: tuple[int, ...]) -> list[np.ndarray]:
+    preds = _predictions(path, mtime)
+    images = ev.load_images(path, preds, np.asarray(positions, dtype=np.int64))
+    return [ev.display_image(img) for img in images]
+
+
+def _gallery(run_dir: Path, preds: ev.Predictions, positions: np.ndarray, captions: list[str]):
+    if len(positions) == 0:
+        st.caption("No images.")
+        return
+    mtime = (run_dir / runstore.PREDICTIONS_FILE).stat().st_mtime
+    shown = positions[:GALLERY_MAX]
+    try:
+        with st.spinner("Loading images…"):
+            images = _images(str(run_dir), mtime, tuple(int(p) for p in shown))
+    except ValueError as exc:
+        ui.show_error(exc, "Cannot load the images")
+        return
+    for start in range(0, len(images), GALLERY_COLUMNS):
+        cols = st.columns(GALLERY_COLUMNS)
+        for col, img, cap in zip(cols, images[start:], captions[start:], strict=False):
+            col.image(img, caption=cap, width="stretch", clamp=True)
+
+
+def _on_cell_click(run_id: str) -> None:
+    """Store the clicked tile; runs before the script, so the matrix can outline it."""
+    event = st.session_state.get(ui.EVAL_CM_CHART)
+    points = event.selection.points if event is not None else []
+    for point in points:
+        cell = plots.cell_from_point(point)
+        if cell is not None:
+            st.session_state[ui.EVAL_CELL] = (run_id, *cell)
+            return
+
+
+st.title("Evaluate")
+runs = ev.completed_runs()
+if not runs:
+    st.info(
+        "No completed run yet. Train a model first; its results will appear here.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+ids = [p.name for p in runs]
+labels = {p.name: ev.run_label(p) for p in runs}
+if st.session_state.get(ui.EVAL_RUN) not in ids:
+    selected = st.session_state.get(ui.SELECTED_RUN)
+    st.session_state[ui.EVAL_RUN] = selected if selected in ids else ids[0]
+run_id = st.selectbox("Run", ids, format_func=labels.get, key=ui.EVAL_RUN)
+st.session_state[ui.SELECTED_RUN] = run_id
+run_dir = runstore.run_dir(run_id)
+cfg = runstore.read_config(run_dir)
+st.caption(f"{ui.describe_data(cfg.data)} · {ui.describe_model(cfg.model)}")
+
+if not ev.has_predictions(run_dir):
+    st.info(
+        "This run has no stored predictions yet. Computing them runs the model once "
+        "over the test images; every view below reads the result.",
+        icon=":material/info:",
+    )
+    if not st.button("Compute predictions", key="evaluate_compute", type="primary"):
+        st.stop()
+    try:
+        with st.spinner("Predicting the test images…"):
+            ev.compute_predictions(run_dir)
+    except ValueError as exc:
+        ui.show_error(exc, "Cannot compute predictions")
+        st.stop()
+
+pred_path = run_dir / runstore.PREDICTIONS_FILE
+try:
+    preds = _predictions(str(run_dir), pred_path.stat().st_mtime)
+except ValueError as exc:
+    ui.show_error(exc)
+    st.stop()
+names = list(preds.class_names)
+head = ev.summary(preds)
+cm = ev.confusion_counts(preds.y_true, preds.y_pred, preds.num_classes)
+
+# --- Headline ---------------------------------------------------------------
+where = "test" if preds.split == "test" else "validation (the dataset has no test split)"
+st.caption(f"{head['n']} {where} images · {len(names)} classes")
+cols = st.columns(5)
+cols[0].metric("Accuracy", f"{head['accuracy']:.1%}")
+if head["top_k"]:
+    cols[1].metric(f"Top-{head['top_k']} accuracy", f"{head['top_k_accuracy']:.1%}")
+else:
+    cols[1].metric("Top-k accuracy", "—", help="needs more than 3 classes")
+cols[2].metric("Macro F1", f"{head['macro_f1']:.3f}")
+cols[3].metric("Weighted F1", f"{head['weighted_f1']:.3f}")
+cols[4].metric("Loss", f"{head['loss']:.3f}", help="mean cross-entropy of the true class")
+
+tab_cm, tab_class, tab_losses, tab_curves, tab_calib, tab_train, tab_dl = st.tabs(
+    [
+        "Confusion matrix",
+        "Per class",
+        "Top losses",
+        "ROC & PR",
+        "Calibration",
+        "Training curves",
+        "Downloads",
+    ]
+)
+
+# --- Confusion matrix + gallery ----------------------------------------------
+with tab_cm:
+    mode = st.radio("Values", MODES, horizontal=True, key=ui.EVAL_CM_MODE)
+    state = st.session_state.get(ui.EVAL_CELL)
+    cell = (state[1], state[2]) if state and state[0] == run_id else None
+    if cell is not None and not (0 <= cell[0] < len(names) and 0 <= cell[1] < len(names)):
+        cell = None
+    fig = plots.confusion_matrix_figure(cm, names, normalised=mode == MODES[1], selected=cell)
+    st.caption("Rows are the true class, columns the prediction. Click a tile to see its images.")
+    st.plotly_chart(
+        fig,
+        on_select=lambda: _on_cell_click(run_id),
+        selection_mode="points",
+        key=ui.EVAL_CM_CHART,
+        width="content" if fig.layout.width else "stretch",
+        config={"displayModeBar": False},
+    )
+    if cell is None:
+        st.info("Click a tile of the matrix to see the images in it.", icon=":material/touch_app:")
+    else:
+        i, j = cell
+        positions = ev.cell_positions(preds, i, j)
+        verdict = "correct" if i == j else "mistaken"
+        st.subheader(f"{names[i]} → {names[j]}")
+        more = f", showing the first {GALLERY_MAX}" if len(positions) > GALLERY_MAX else ""
+        if len(positions) == 0:
+            st.caption(f"No {names[i]} image was predicted as {names[j]}.")
+        else:
+            st.caption(
+                f"{len(positions)} {verdict} images, most confident first{more}. "
+                f"Each caption is the probability of {names[j]}."
+            )
+            conf = preds.confidence
+            _gallery(run_dir, preds, positions, [f"{conf[p]:.1%}" for p in positions])
+
+    st.markdown("**Most confused pairs**")
+    pairs = ev.most_confused(cm, names, top=10)
+    if pairs:
+        st.dataframe(
+            [{k: p[k] for k in ("true", "predicted", "count", "share")} for p in pairs],
+            hide_index=True,
+            column_config={
+                "share": st.column_config.NumberColumn("share of true class", format="percent")
+            },
+            key="evaluate_pairs",
+        )
+    else:
+        st.caption("No mistakes at all.")
+
+# --- Per class -----------------------------------------------------------------
+per_class = ev.per_class_metrics(preds.y_true, preds.y_pred, names)
+with tab_class:
+    st.caption("Worst classes first (lowest F1). Click a column header to sort.")
+    st.dataframe(
+        per_class,
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(c, format="%.3f")
+            for c in ("precision", "recall", "f1")
+        },
+        key="evaluate_per_class",
+    )
+
+# --- Top losses ----------------------------------------------------------------
+with tab_losses:
+    positions = ev.top_losses(preds, n=24)
+    st.caption(
+        "The wrong predictions the model was surest of (highest loss first). "
+        "Caption: true → predicted, probability of the prediction."
+    )
+    _gallery(
+        run_dir,
+        preds,
+        positions,
+        [
+            f"{names[preds.y_true[p]]} → {names[preds.y_pred[p]]} {preds.confidence[p]:.0%}"
+            for p in positions
+        ],
+    )
+
+# --- ROC & PR ------------------------------------------------------------------
+with tab_curves:
+    worst = names.index(per_class["class"].iloc[0])
+    cls = st.selectbox(
+        "Class (one vs rest)",
+        range(len(names)),
+        index=worst,
+        format_func=names.__getitem__,
+        key=ui.EVAL_CURVE_CLASS,
+    )
+    roc = ev.roc_curve_ovr(preds.y_true, preds.probs, cls)
+    pr = ev.pr_curve_ovr(preds.y_true, preds.probs, cls)
+    if roc is None or pr is None:
+        st.info(f"The {preds.split} images hold no (or only) {names[cls]}: no curve to draw.")
+    else:
+        left, right = st.columns(2)
+        left.plotly_chart(plots.roc_figure(roc.x, roc.y, roc.area, names[cls]), key="evaluate_roc")
+        right.plotly_chart(
+            plots.pr_figure(pr.x, pr.y, pr.area, names[cls], pr.positives / len(preds)),
+            key="evaluate_pr",
+        )
+
+# --- Calibration ---------------------------------------------------------------
+with tab_calib:
+    rel = ev.reliability(preds.y_true, preds.probs, bins=10)
+    st.plotly_chart(
+        plots.reliability_figure(rel.edges, rel.accuracy, rel.confidence, rel.counts, rel.ece),
+        key="evaluate_reliability",
+    )
+    st.caption(
+        f"Expected calibration error {rel.ece:.3f}: the average gap between how sure the "
+        "model is and how often it is right, weighted by images per bin. Bars below the "
+        "diagonal mean over-confidence."
+    )
+
+# --- Training curves -----------------------------------------------------------
+with tab_train:
+    history = ev.load_history(run_dir)
+    if history.empty:
+        st.info("This run has no history.csv.")
+    else:
+        st.plotly_chart(plots.training_curves_figure(history), key="evaluate_history")
+
+# --- Downloads -----------------------------------------------------------------
+with tab_dl:
+    st.download_button(
+        "Per-class metrics (CSV)",
+        per_class.to_csv(index=False),
+        f"{run_id}-per-class.csv",
+        mime="text/csv",
+        key="evaluate_dl_per_class",
+        icon=":material/download:",
+    )
+    st.download_button(
+        "Confusion matrix (CSV)",
+        ev.confusion_csv(cm, names),
+        f"{run_id}-confusion.csv",
+        mime="text/csv",
+        key="evaluate_dl_confusion",
+        icon=":material/download:",
+    )
+    st.download_button(
+        "Predictions (CSV)",
+        ev.predictions_table(preds, names).to_csv(index=False),
+        f"{run_id}-predictions.csv",
+        mime="text/csv",
+        key="evaluate_dl_predictions",
+        icon=":material/download:",
+    )

@@ -1,0 +1,94 @@
+"""The Evaluate and Compare pages on a finished tiny run (AppTest)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from tiny_runs import make_finished_run
+
+from lib import evaluation as ev
+from lib import runstore
+from pages import ui
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+@pytest.fixture
+def run_dir() -> Path:
+    return make_finished_run(epochs=2)
+
+
+def test_evaluate_computes_predictions_then_a_selected_cell_fills_the_gallery(run_dir):
+    at = open_page("pages/evaluate.py")
+    assert not ev.has_predictions(run_dir)
+    at.button(key="evaluate_compute").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert ev.has_predictions(run_dir)
+    assert at.session_state[ui.SELECTED_RUN] == run_dir.name
+
+    preds = ev.load_predictions(run_dir)
+    head = ev.summary(preds)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Accuracy"] == f"{head['accuracy']:.1%}"
+    assert shown["Top-5 accuracy"] == f"{head['top_k_accuracy']:.1%}"
+    assert shown["Macro F1"] == f"{head['macro_f1']:.3f}"
+    matrix_tab = at.tabs[0]
+    assert len(matrix_tab.image) == 0  # nothing selected yet: no gallery
+    assert any("Click a tile" in i.value for i in matrix_tab.info)
+
+    # The most confused cell, selected the way a click on its tile selects it.
+    cm = ev.confusion_counts(preds.y_true, preds.y_pred, preds.num_classes)
+    off = cm - np.diag(np.diag(cm))
+    i, j = divmod(int(np.argmax(off)), preds.num_classes)
+    assert off[i, j] > 0
+    at.session_state[ui.EVAL_CELL] = (run_dir.name, i, j)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    matrix_tab = at.tabs[0]
+    expected = ev.cell_positions(preds, i, j)
+    captions = [c for img in matrix_tab.image for c in img.captions]
+    assert captions == [f"{preds.confidence[p]:.1%}" for p in expected]
+    assert len(captions) == cm[i, j]
+    assert [h.value for h in matrix_tab.subheader] == [f"{i} → {j}"]
+    assert any(f"{cm[i, j]} mistaken images" in c.value for c in matrix_tab.caption)
+    # The clicked tile is outlined in the matrix.
+    spec = json.loads(matrix_tab.get("plotly_chart")[0].proto.spec)
+    (outline,) = spec["layout"]["shapes"]
+    assert (outline["x0"], outline["y0"]) == (j - 0.5, i - 0.5)
+
+    # A correct cell too: its images are exactly the ones of class i predicted i.
+    at.session_state[ui.EVAL_CELL] = (run_dir.name, i, i)
+    at.run()
+    assert len([c for img in at.tabs[0].image for c in img.captions]) == cm[i, i]
+    assert len(at.get("download_button")) == 3
+
+
+def test_compare_shows_two_runs_side_by_side(run_dir):
+    ev.compute_predictions(run_dir)
+    # A second completed run: the same artifacts under a new id, created later.
+    twin = run_dir.parent / "twin-run"
+    shutil.copytree(run_dir, twin)
+    runstore.update_status(twin, created=runstore.read_status(run_dir).created + 1)
+    at = open_page("pages/compare.py")
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["", ev.run_label(twin), ev.run_label(run_dir)]
+    rows = dict(zip(table[""], table[ev.run_label(run_dir)], strict=True))
+    assert rows["dataset"] == "digits" and rows["epochs"] == "2"
+    assert rows["parameters"] == f"{8 * 8 * 16 + 16 + 16 * 10 + 10:,}"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(spec["data"]) == 2  # one validation curve per run
