@@ -103,6 +103,16 @@ def validate_run(config: RunConfig, dataset: Any = None) -> Any:
             f"TrainConfig.batch_size ({config.train.batch_size}) is larger than the training "
             f"split ({n_train} images); choose a batch size of at most {n_train}"
         )
+    if os.environ.get("TF_CONFIG") and (
+        config.train.early_stopping_patience or config.train.schedule == "reduce_on_plateau"
+    ):
+        # Each worker logs metrics of its own shard (see lib.hardware), so decisions
+        # taken from them could differ between workers and leave one waiting forever.
+        raise RunConfigError(
+            "early stopping and reduce_on_plateau are not available with several workers "
+            "(TF_CONFIG is set); set TrainConfig.early_stopping_patience to 0 and pick "
+            "another schedule"
+        )
     try:
         check_model_config(config.model, tuple(ds.image_shape), len(ds.class_names))
     except ValueError as exc:

@@ -36,6 +36,7 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
+ui.ensure_router()
 st.title("Compare runs")
 runs = ev.completed_runs()
 if len(runs) < 2:

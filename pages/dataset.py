@@ -232,8 +232,8 @@ def _samples(ds) -> None:
                 st.caption(f"{ds.class_names[k]}: no images in this split")
 
 
+ui.ensure_router()
 st.title("Dataset")
-ui.init_state()  # idempotent; guards a deep link served before app.py's router (MPA v1 fallback)
 active = ui.data_config()
 _init_widgets(active)
 uploads = list_uploads()

@@ -63,6 +63,7 @@ def _on_cell_click(run_id: str) -> None:
             return
 
 
+ui.ensure_router()
 st.title("Evaluate")
 runs = ev.completed_runs()
 if not runs:

@@ -5,6 +5,7 @@ import streamlit as st
 from lib import runstore
 from pages import ui
 
+ui.ensure_router()
 st.title("Kestrel")
 st.markdown(
     "Train image classifiers in the browser. "

@@ -468,6 +468,7 @@ def live_panel() -> None:
     _runs_table(summaries)
 
 
+ui.ensure_router()
 st.title("Train")
 _recipe_summary()
 _hyperparameter_form()

@@ -178,6 +178,18 @@ def test_invalid_run_config_is_refused_before_anything_starts(change, message):
 
 
 @pytest.mark.parametrize(
+    "train",
+    [TrainConfig(epochs=3, early_stopping_patience=2), TrainConfig(schedule="reduce_on_plateau")],
+)
+def test_several_workers_refuse_metric_driven_decisions(monkeypatch, train):
+    from lib.training import RunConfigError, validate_run
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}}))
+    with pytest.raises(RunConfigError, match="not available with several workers"):
+        validate_run(tiny_config().replace(train=train))
+
+
+@pytest.mark.parametrize(
     ("schedule", "checks"),
     [
         # (fraction of training, expected lr / peak lr)
