@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+ARGS ?=
 
 .PHONY: run test lint format bench demo-models clean
 
@@ -21,7 +22,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(BIN)/streamlit run app.py --server.port $(PORT)
+	$(BIN)/streamlit run app.py --server.port $(PORT) $(ARGS)
 
 # pytest exits 5 when it collects no test; that is a failure here, like any non-zero.
 test: $(VENV)/.dev

@@ -13,6 +13,7 @@ from lib.data import DatasetError, load_dataset
 from lib.data.archives import DEFAULT_LIMITS
 from lib.data.dataset import dataset_warnings
 from lib.data.images import EXTENSIONS
+from lib.data.sources import data_roots
 from lib.data.uploads import list_uploads, save_upload_archive, save_upload_files
 from lib.plots.data import SPLIT_LABELS, class_counts_figure, sample_mosaic
 from pages import ui
@@ -134,7 +135,9 @@ def _form(uploads: list[dict]) -> None:
         elif source == "folder":
             st.text_input("Folder on the server", key=_key("path"), placeholder="/data/flowers",
                           help="One sub-folder per class, images inside (any depth). Read in "
-                               "place, never loaded whole.")  # fmt: skip
+                               "place, never loaded whole. Readable folders: "
+                               + ", ".join(str(r) for r in data_roots())
+                               + " (set KESTREL_DATA_ROOTS to share others).")  # fmt: skip
         elif source == "upload":
             ids = [m["id"] for m in uploads]
             labels = {m["id"]: _upload_label(m) for m in uploads}

@@ -14,4 +14,6 @@ def workspace(tmp_path, monkeypatch):
     home = tmp_path / "kestrel-home"
     home.mkdir()
     monkeypatch.setenv("KESTREL_HOME", str(home))
+    # The folder source reads only shared folders; tests share their own tmp folder.
+    monkeypatch.setenv("KESTREL_DATA_ROOTS", str(tmp_path))
     return home

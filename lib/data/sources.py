@@ -281,6 +281,11 @@ def class_root(folder: Path) -> Path:
     return folder
 
 
+# A scan stops here: far above real datasets, low enough that pointing at a
+# disk's root fails quickly instead of walking it all.
+MAX_FOLDER_FILES = 2_000_000
+
+
 def scan_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[tuple[str, str]]]:
     """List the images of a class-per-sub-folder directory (recursively per class).
 
@@ -292,6 +297,7 @@ def scan_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[tu
     paths: list[str] = []
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
+    seen = 0
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and not _is_junk(entry.name):
             skipped.append((str(entry), "not inside a class folder"))
@@ -302,6 +308,12 @@ def scan_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[tu
                 if _is_junk(fname):
                     continue
                 path = os.path.join(root, fname)
+                seen += 1
+                if seen > MAX_FOLDER_FILES:
+                    raise DatasetError(
+                        f"folder {folder} holds more than {MAX_FOLDER_FILES:,} files; "
+                        "point the dataset at a smaller folder"
+                    )
                 if os.path.splitext(fname)[1].lower() not in EXTENSIONS:
                     skipped.append(
                         (path, "not an image file type (JPEG, PNG, BMP, GIF, WEBP, TIFF)")
@@ -403,12 +415,39 @@ def load_files(folder: Path, cfg, skipped_before: list[tuple[str, str]] | None =
     return ds
 
 
+def data_roots() -> list[Path]:
+    """The server folders the ``folder`` source may read.
+
+    ``KESTREL_DATA_ROOTS`` (folders separated by ``os.pathsep``) or, by default,
+    the workspace's ``datasets/`` folder. Anyone who can reach the app can pick
+    a folder, so only what the operator shares is readable.
+    """
+    from lib.workspace import area
+
+    raw = os.environ.get("KESTREL_DATA_ROOTS", "")
+    roots = [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+    return roots or [area("datasets")]
+
+
+def check_data_folder(path: str) -> Path:
+    """Resolve ``path`` and refuse it unless it lies inside one of :func:`data_roots`."""
+    folder = Path(path).expanduser().resolve()
+    roots = data_roots()
+    if not any(folder == root or root in folder.parents for root in roots):
+        shared = ", ".join(str(r) for r in roots)
+        raise DatasetError(
+            f"folder {path!r} is outside the folders this server shares ({shared}). "
+            "Copy the images into one of them, or start Kestrel with "
+            "KESTREL_DATA_ROOTS set to a folder that contains it."
+        )
+    if not folder.is_dir():
+        raise DatasetError(f"folder {path!r} does not exist on the server")
+    return folder
+
+
 def load_folder(cfg) -> Dataset:
     """A server directory named by ``cfg.path`` (one sub-folder per class), streamed."""
-    folder = Path(cfg.path).expanduser()
-    if not folder.exists():
-        raise DatasetError(f"folder {cfg.path!r} does not exist on the server")
-    return load_files(folder.resolve(), cfg)
+    return load_files(check_data_folder(cfg.path), cfg)
 
 
 def load_upload(cfg) -> Dataset:

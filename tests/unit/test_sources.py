@@ -262,6 +262,38 @@ def test_folder_problems_are_dataset_errors(tmp_path):
         load_dataset(DataConfig(source="folder", path=str(tmp_path / "one")), cache=False)
 
 
+@pytest.mark.parametrize("outside", ["/", "/etc", "{tmp}/../", "{tmp}/link/inner"])
+def test_folder_outside_the_shared_roots_is_refused(tmp_path, monkeypatch, outside):
+    shared = tmp_path / "shared"
+    _write(shared / "a" / "x.png", np.zeros((4, 4, 3), np.uint8))
+    _write(shared / "b" / "x.png", np.zeros((4, 4, 3), np.uint8))
+    (shared / "link").symlink_to("/etc")
+    monkeypatch.setenv("KESTREL_DATA_ROOTS", str(shared))
+    path = outside.format(tmp=shared)
+    with pytest.raises(DatasetError, match="outside the folders this server shares"):
+        load_dataset(DataConfig(source="folder", path=path), cache=False)
+    assert load_dataset(DataConfig(source="folder", path=str(shared)), cache=False).class_names
+
+
+def test_folder_roots_default_to_the_workspace_datasets_folder(monkeypatch, workspace):
+    from lib.data.sources import data_roots
+
+    monkeypatch.delenv("KESTREL_DATA_ROOTS")
+    assert data_roots() == [workspace.resolve() / "datasets"]
+
+
+def test_folder_scan_stops_at_the_file_cap(tmp_path, monkeypatch):
+    from lib.data import sources
+
+    for k in range(2):
+        for i in range(3):
+            (tmp_path / "big" / f"c{k}").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "big" / f"c{k}" / f"{i}.png").write_bytes(b"")
+    monkeypatch.setattr(sources, "MAX_FOLDER_FILES", 5)
+    with pytest.raises(DatasetError, match="more than 5 files"):
+        sources.scan_folder(tmp_path / "big")
+
+
 def test_upload_source_reads_an_upload_by_id(image_folder):
     files = [(f"set/{p.relative_to(image_folder)}", p.read_bytes())
              for p in sorted(image_folder.rglob("*")) if p.is_file()]  # fmt: skip
