@@ -1,0 +1,314 @@
+"""Driving a real ``streamlit run`` in headless Chromium: the server and the widgets.
+
+The server is :class:`StreamlitServer` (a subprocess in its own session, so killing it
+does not touch the training workers it started, just like a real server restart). The
+functions below wrap Streamlit's DOM: every widget is found by its visible label inside
+its ``data-testid`` container, and :func:`wait_idle` waits for the script run to end
+(``stApp[data-test-script-state="notRunning"]``), which is what a person waits for too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+]
+SERVER_START_TIMEOUT = 90.0  # seconds; 2 shared cores and a cold import of streamlit
+SCRIPT_TIMEOUT_MS = 120_000  # a page's script run, including a cold TensorFlow import
+PAGE_PATHS = ("dataset", "augmentation", "model", "train", "evaluate", "predict")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StreamlitServer:
+    """``python -m streamlit run app.py`` on a free port with its own workspace.
+
+    Args:
+        workspace: the KESTREL_HOME the server uses.
+        log_path: where the server's stdout/stderr go (read on a failed start).
+    """
+
+    def __init__(self, workspace: Path, log_path: Path, port: int | None = None) -> None:
+        self.workspace = Path(workspace)
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = SERVER_START_TIMEOUT) -> str:
+        """Start the server and wait for ``/_stcore/health``; returns the base URL.
+
+        Raises:
+            RuntimeError: the server exited or did not answer within ``timeout``,
+                with the tail of its log.
+        """
+        env = dict(os.environ)
+        env.update(
+            KESTREL_HOME=str(self.workspace),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONUNBUFFERED="1",
+            STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"streamlit exited with {self.proc.returncode} before it was healthy:\n"
+                    + self.log_tail()
+                )
+            health = f"{self.url}/_stcore/health"
+            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as resp:
+                if resp.status == 200:
+                    return self.url
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(
+            f"streamlit did not answer /_stcore/health within {timeout:.0f}s:\n" + self.log_tail()
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Stop the server's process group (not the workers: they have their own sessions)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no server log)"
+
+
+# ---------------------------------------------------------------- page helpers
+
+
+def wait_idle(page, timeout_ms: int = SCRIPT_TIMEOUT_MS, settle_ms: int = 400) -> None:
+    """Wait until the script run has finished and stayed finished for ``settle_ms``.
+
+    A page with a live fragment (``run_every``) reruns on its own; the settle time is
+    short enough that such a page still counts as idle between fragment runs.
+    """
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    idle_since = None
+    while time.monotonic() < deadline:
+        state = page.get_attribute('[data-testid="stApp"]', "data-test-script-state")
+        if state == "notRunning":
+            idle_since = idle_since or time.monotonic()
+            # Widgets are code-split: each kind shows a skeleton until its chunk loads.
+            loading = page.locator('[data-testid="stMain"] [data-testid="stSkeleton"]').count()
+            if loading:
+                idle_since = time.monotonic()
+            elif (time.monotonic() - idle_since) * 1000 >= settle_ms:
+                return
+        else:
+            idle_since = None
+        page.wait_for_timeout(100)
+    raise TimeoutError(f"the script of {page.url} was still running after {timeout_ms} ms")
+
+
+def open_page(page, base_url: str, path: str = "", *, healthy: bool = True) -> None:
+    """Go to ``/path``, wait for its script to finish and (by default) check it is healthy."""
+    page.goto(f"{base_url}/{path}", wait_until="domcontentloaded")
+    wait_idle(page)
+    if healthy:
+        assert_healthy(page)
+
+
+def exceptions(page) -> list[str]:
+    """Texts of any uncaught exception boxes on the page (Streamlit's red tracebacks)."""
+    return [e.inner_text() for e in page.query_selector_all('[data-testid="stException"]')]
+
+
+def errors(page) -> list[str]:
+    """Texts of the error alerts on the page (``st.error``: what ui.show_error draws)."""
+    return [
+        e.inner_text()
+        for e in page.query_selector_all('[data-testid="stAlertContentError"]')
+        if e.is_visible()
+    ]
+
+
+def assert_healthy(page) -> None:
+    """No traceback on the page and the connection to the server is up."""
+    found = exceptions(page)
+    assert not found, f"uncaught exception on {page.url}: {found}"
+    state = page.get_attribute('[data-testid="stApp"]', "data-test-connection-state")
+    assert state in (None, "CONNECTED"), f"connection state {state!r} on {page.url}"
+
+
+def main_text(page) -> str:
+    return page.inner_text('[data-testid="stMain"]')
+
+
+def widget(page, testid: str, label: str):
+    """The widget container ``testid`` whose label matches ``label`` (regex or text)."""
+    pattern = label if isinstance(label, re.Pattern) else re.compile(re.escape(label), re.I)
+    return (
+        page.locator(f'[data-testid="{testid}"]')
+        .filter(has=page.locator('[data-testid="stWidgetLabel"]', has_text=pattern))
+        .first
+    )
+
+
+def select(page, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` (a react-aria combobox)."""
+    page.get_by_role("combobox", name=label).first.click()
+    exact = re.compile(rf"^\s*{re.escape(option)}\s*$", re.I)
+    page.get_by_role("option").filter(has_text=exact).first.click()
+    wait_idle(page)
+
+
+def options(page, label: str) -> list[str]:
+    """The options the selectbox labelled ``label`` offers (opened, read, closed)."""
+    page.get_by_role("combobox", name=label).first.click()
+    found = page.get_by_role("option")
+    found.first.wait_for()
+    texts = [found.nth(i).inner_text() for i in range(found.count())]
+    page.keyboard.press("Escape")
+    return texts
+
+
+def navigate(page, title: str) -> None:
+    """Go to another page the way a person does: the sidebar link (same session).
+
+    ``page.goto`` would load the app again, which starts a new Streamlit session
+    with fresh session state; clicking the navigation keeps the session.
+    """
+    link = page.locator('[data-testid="stSidebarNav"] a').filter(
+        has_text=re.compile(rf"{re.escape(title)}\s*$")  # after the icon's ligature text
+    )
+    link.first.click()
+    wait_idle(page)
+    assert_healthy(page)
+
+
+def choose_radio(page, label: str, option: str) -> None:
+    """Pick ``option`` in the radio group labelled ``label``."""
+    group = widget(page, "stRadio", label)
+    group.locator("label").filter(has_text=option).first.click()
+    wait_idle(page)
+
+
+def segment(page, option: str) -> None:
+    """Pick ``option`` in a segmented control (``st.segmented_control``)."""
+    page.locator('[data-testid="stButtonGroup"] button').filter(has_text=option).first.click()
+    wait_idle(page)
+
+
+def set_number(page, label: str, value) -> None:
+    """Type ``value`` into the number input labelled ``label`` and leave the field.
+
+    Tab, not Enter: inside an ``st.form`` Enter would submit the form.
+    """
+    box = page.get_by_role("spinbutton", name=label).first
+    box.fill(str(value))
+    box.press("Tab")
+    wait_idle(page)
+
+
+def click(page, name, *, exact: bool = False) -> None:
+    """Click the (first visible) button named ``name`` and wait for the rerun."""
+    page.get_by_role("button", name=name, exact=exact).first.click()
+    wait_idle(page)
+
+
+def upload(page, label: str, files) -> None:
+    """Give ``files`` (a path or a list) to the file uploader labelled ``label``."""
+    uploader = widget(page, "stFileUploader", label)
+    uploader.locator('input[type="file"]').set_input_files(files)
+    # The upload is an HTTP PUT, then a rerun; wait for the file's chip, then the rerun.
+    names = [Path(f).name for f in (files if isinstance(files, list) else [files])]
+    for name in names:
+        uploader.get_by_text(name, exact=False).first.wait_for(timeout=60_000)
+    wait_idle(page)
+
+
+def wait_for_text(page, pattern, timeout_s: float = 60.0, where: str = '[data-testid="stMain"]'):
+    """Wait until ``where`` shows text matching ``pattern``; returns the match."""
+    rx = pattern if isinstance(pattern, re.Pattern) else re.compile(pattern)
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            text = page.inner_text(where, timeout=5_000)
+            found = rx.search(text)
+            if found:
+                return found
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{rx.pattern!r} did not appear on {page.url} in {timeout_s}s:\n{text}")
+
+
+class Steps:
+    """Screenshots of a scenario's steps, kept in memory and written only on failure."""
+
+    def __init__(self) -> None:
+        self.shots: list[tuple[str, bytes]] = []
+        self.pages: list = []
+
+    def __call__(self, page, name: str) -> None:
+        """Record the state after step ``name`` (the page as a person sees it)."""
+        with contextlib.suppress(Exception):
+            self.shots.append((name, page.screenshot(full_page=True, timeout=10_000)))
+
+    def dump(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (name, png) in enumerate(self.shots, 1):
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:60]
+            (folder / f"{i:02d}-{safe}.png").write_bytes(png)
+        for i, page in enumerate(self.pages):
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(folder / f"failure-page{i}.png"), full_page=True)
