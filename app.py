@@ -14,6 +14,16 @@ pages = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Data": [
         st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
+        st.Page("pages/augmentation.py", title="Augmentation", icon=":material/auto_awesome:"),
+    ],
+    "Model": [
+        st.Page("pages/model.py", title="Model", icon=":material/neurology:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    ],
+    "Results": [
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("pages/compare.py", title="Compare runs", icon=":material/compare:"),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     ],
 }
 

@@ -93,6 +93,7 @@ PRED_EXPORT_FORMAT = "predict_export_format"  # selectbox: export format
 PRED_EXPORT_BUTTON = "predict_export_button"  # button: convert and check
 PRED_EXPORT_RESULT = "predict_export_result"  # (model key, ExportResult) of the last export
 PRED_DOWNLOAD = "predict_download_"  # + what: download buttons (csv, export)
+PRED_CHART = "predict_topk_chart"  # the top-k probability chart
 
 _DEFAULTS = {
     DATA: DataConfig,

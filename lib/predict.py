@@ -1,0 +1,289 @@
+"""Prediction: preprocess images the way a model card says, and classify them fast.
+
+    from lib import registry
+    from lib.predict import get_predictor, decode_upload
+    predictor = get_predictor(registry.default_entry())
+    image = decode_upload(data, "photo.jpg")          # the safe decode, EXIF applied
+    result = predictor.predict_one(image)              # Prediction: probs, top-k, seconds
+
+Preprocessing follows the card: channels converted (RGB -> L by ITU-R 601 luma,
+L -> RGB by repetition), then resized to the card's size with the same function
+the dataset loader uses, so a photo is fed exactly like a training image.
+Pixels stay raw 0..255 floats: every Kestrel model rescales inside itself.
+
+Speed: a :class:`Predictor` wraps the model in one ``tf.function`` with a fixed
+signature (any batch size), traced once, so one image costs one graph call, not
+``model.predict``'s per-call set-up.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lib.data.images import ImageDecodeError, decode_image, resize_image, to_channels
+from lib.registry import ModelCard, ModelEntry, load_model_file
+
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+MAX_BATCH = 64  # images per graph call when classifying many
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The outcome for one image."""
+
+    probs: np.ndarray  # float32 (K,), softmax of the logits
+    class_index: int  # argmax
+    top_k: tuple[tuple[str, float], ...]  # (class name, probability), best first
+    seconds: float  # model time for this image (its share of a batch)
+
+    @property
+    def label(self) -> str:
+        return self.top_k[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top_k[0][1]
+
+
+def decode_upload(data: bytes, name: str) -> np.ndarray:
+    """Decode uploaded image bytes (the one safe decoder; EXIF orientation applied).
+
+    Raises:
+        ImageDecodeError: not a readable, supported image; the message names the file.
+    """
+    return decode_image(data, name, color_mode="auto")
+
+
+def preprocess(image: np.ndarray, card: ModelCard) -> np.ndarray:
+    """One uint8 (H, W, C) image -> uint8 (h, w, c) of the card's input shape.
+
+    Any size and either channel count is accepted; 2-D arrays are grayscale.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageDecodeError("image", f"expected an (H, W, C) image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    h, w, c = card.input_shape
+    return resize_image(to_channels(image, c), h, w)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Predictor:
+    """A model and its card, ready to classify raw images quickly.
+
+    Args:
+        model: a Keras model taking float32 raw pixels (B, H, W, C).
+        card: its card (input shape, class names, output kind).
+    """
+
+    def __init__(self, model: Any, card: ModelCard):
+        import tensorflow as tf
+
+        self.model = model
+        self.card = card
+        h, w, c = card.input_shape
+        self._lock = threading.Lock()
+        # One trace serves every batch size; training=False fixes dropout/BN.
+        self._call = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)],
+        )
+        self._warm = False
+
+    def warm_up(self) -> None:
+        """Trace the graph once (the first call costs far more than the rest)."""
+        if not self._warm:
+            with self._lock:
+                if not self._warm:
+                    self.raw_logits(np.zeros((1, *self.card.input_shape), np.uint8))
+                    self._warm = True
+
+    def raw_logits(self, batch: np.ndarray) -> np.ndarray:
+        """Model outputs for an already preprocessed uint8/float batch (B, H, W, C)."""
+        x = np.asarray(batch, np.float32)
+        return np.asarray(self._call(x), np.float32)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (B, K) for a preprocessed batch."""
+        out = self.raw_logits(batch)
+        return out if self.card.output == "probabilities" else softmax(out)
+
+    def prepare(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Preprocess many images into one uint8 batch (B, H, W, C) of the card's shape."""
+        return np.stack([preprocess(img, self.card) for img in images])
+
+    def predict(self, images: list[np.ndarray] | np.ndarray, k: int = 5) -> list[Prediction]:
+        """Classify raw images of any size and channel count.
+
+        Args:
+            images: uint8 (H, W, C) arrays, as :func:`decode_upload` returns them.
+            k: how many classes to list per image.
+
+        Returns:
+            One :class:`Prediction` per image; ``seconds`` is the model time per image.
+        """
+        if len(images) == 0:
+            return []
+        self.warm_up()
+        batch = self.prepare(images)
+        probs_parts = []
+        t0 = time.perf_counter()
+        for start in range(0, len(batch), MAX_BATCH):
+            probs_parts.append(self.probabilities(batch[start : start + MAX_BATCH]))
+        per_image = (time.perf_counter() - t0) / len(batch)
+        probs = np.concatenate(probs_parts)
+        return [self._result(p, k, per_image) for p in probs]
+
+    def predict_one(self, image: np.ndarray, k: int = 5) -> Prediction:
+        return self.predict([image], k)[0]
+
+    def _result(self, probs: np.ndarray, k: int, seconds: float) -> Prediction:
+        names = self.card.class_names
+        order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(names)))]
+        top = tuple((names[i], float(probs[i])) for i in order)
+        return Prediction(probs=probs, class_index=int(order[0]), top_k=top, seconds=seconds)
+
+
+_predictors: dict[tuple[str, int, int], Predictor] = {}
+_predictors_lock = threading.Lock()
+PREDICTOR_CACHE_SIZE = 6
+
+
+def get_predictor(entry: ModelEntry) -> Predictor:
+    """A warmed-up Predictor for ``entry``, shared per model file in this process."""
+    path = entry.model_path
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _predictors_lock:
+        predictor = _predictors.get(key)
+    if predictor is None:
+        predictor = Predictor(load_model_file(path), entry.card)
+        predictor.warm_up()
+        settle_garbage_collector()
+        with _predictors_lock:
+            _predictors[key] = predictor
+            while len(_predictors) > PREDICTOR_CACHE_SIZE:
+                _predictors.pop(next(iter(_predictors)))
+    return predictor
+
+
+def settle_garbage_collector() -> None:
+    """Collect once, then move every live object out of the collector's reach.
+
+    TensorFlow, Keras and a loaded model leave hundreds of thousands of long-lived
+    objects; in a Streamlit server every rerun makes garbage, and each full
+    collection then walks them all (measured: 0.5-1 s pauses landing inside a
+    2 ms prediction). ``gc.freeze`` (meant for exactly such long-lived heaps)
+    puts them in a permanent generation that later collections skip.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def latency(
+    predictor: Predictor, image: np.ndarray, *, warmup: int = 10, repeats: int = 100
+) -> dict:
+    """Single-image latency (preprocess + model call) after warm-up, in milliseconds."""
+    for _ in range(warmup):
+        predictor.predict_one(image)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict_one(image)
+        times.append((time.perf_counter() - t0) * 1000)
+    arr = np.asarray(times)
+    return {
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p95_ms": float(np.percentile(arr, 95)),
+        "mean_ms": float(arr.mean()),
+        "repeats": repeats,
+    }
+
+
+# ---------------------------------------------------------------- presentation helpers
+
+
+def display_image(image: np.ndarray, min_side: int = 224) -> np.ndarray:
+    """An RGB uint8 copy big enough to look at (tiny images upscaled by pixel repetition)."""
+    img = np.asarray(image, np.uint8)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    img = img[:, :, :3]
+    factor = max(1, -(-min_side // max(1, min(img.shape[:2]))))
+    if factor > 1:
+        img = np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+    return img
+
+
+def thumbnail_data_url(image: np.ndarray, side: int = 64) -> str:
+    """A small PNG of ``image`` as a data URL (for table image columns)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(image, np.uint8)
+    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img[:, :, :3])
+    pil.thumbnail((side, side), Image.Resampling.LANCZOS)
+    if max(pil.size) < side:  # tiny images: nearest-neighbour up, so pixels stay crisp
+        scale = side / max(pil.size)
+        new = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
+        pil = pil.resize(new, Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def results_rows(names: list[str], predictions: list[Prediction], k: int = 3) -> list[dict]:
+    """One row per image for the results table and its CSV."""
+    rows = []
+    for name, pred in zip(names, predictions, strict=True):
+        row = {"file": name, "prediction": pred.label, "confidence": round(pred.confidence, 4)}
+        for i, (cls, p) in enumerate(pred.top_k[1:k], 2):  # top 1 is the prediction
+            row[f"top{i}"] = cls
+            row[f"top{i}_prob"] = round(p, 4)
+        rows.append(row)
+    return rows
+
+
+def results_csv(rows: list[dict]) -> bytes:
+    """The results table as CSV bytes (UTF-8, header row)."""
+    import csv
+    import io
+
+    if not rows:
+        return b""
+    fields = list(rows[0])
+    for row in rows[1:]:
+        fields += [f for f in row if f not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    # Upload names are user text: keep spreadsheets from reading them as formulas.
+    writer.writerows({k: _csv_safe(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _csv_safe(value):
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

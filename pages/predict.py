@@ -1,0 +1,360 @@
+"""Predict: classify your own images with a saved model, see why, and export the model.
+
+Pick a model (the registry, a completed run, or an uploaded ``.keras`` file),
+give images (upload, camera, or a sample of the active dataset), and read the
+top-k probabilities, a Grad-CAM overlay and, for many images, a results table.
+Preprocessing follows the model card (lib.predict); uploaded models are
+inspected and loaded in safe mode (lib.registry). Opens on the shipped demo.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import streamlit as st
+
+from lib import export, predict, registry
+from lib.data.images import ImageDecodeError
+from lib.plots.predict import top_k_figure
+from pages import ui
+
+SOURCES = ("Registry", "Training run", "Upload .keras")
+INPUTS = ("Upload", "Camera", "Dataset sample")
+TABLE_ROWS_MAX = 500  # images classified at once; more is a job for the CLI
+IMAGE_WIDTH = 320  # px; a portrait photo at full column width would push the chart off screen
+
+
+# ---------------------------------------------------------------- model
+
+
+def _registry_model() -> registry.ModelEntry | None:
+    entries = registry.list_models()
+    if not entries:
+        st.info(
+            "The registry is empty. Run `make demo-models` to build the demo models, "
+            "or train a run and save it.",
+            icon=":material/info:",
+        )
+        return None
+    labels = [e.label for e in entries]
+    default = registry.default_entry()
+    index = labels.index(default.label) if default else 0
+    pick = st.selectbox("Registry model", labels, index=index, key=ui.PRED_REGISTRY_PICK)
+    return entries[labels.index(pick)]
+
+
+def _run_model() -> registry.ModelEntry | None:
+    runs = registry.completed_runs()
+    if not runs:
+        st.info("No completed runs yet: train one on the Train page.", icon=":material/info:")
+        return None
+    names = [r.name for r in runs]
+    pick = st.selectbox("Completed run", names, key=ui.PRED_RUN_PICK)
+    run_dir = runs[names.index(pick)]
+    entry = registry.run_entry(run_dir)
+    with st.popover("Save to registry", icon=":material/bookmark_add:"):
+        name = st.text_input("Model name", value=run_dir.name, key=ui.PRED_SAVE_NAME, max_chars=64)
+        if st.button("Save", key=ui.PRED_SAVE):
+            try:
+                folder = registry.save_run_to_registry(run_dir, name)
+                st.success(f"Saved as {folder.name}", icon=":material/check:")
+            except (registry.RegistryError, ValueError) as exc:
+                ui.show_error(exc)
+    return entry
+
+
+def _uploaded_model() -> registry.ModelEntry | None:
+    st.caption(
+        f"Keras v3 `.keras` files up to {registry.MAX_MODEL_BYTES // 2**20} MB. The file is "
+        "inspected before loading and loaded in safe mode: Lambda layers, custom classes "
+        "and legacy `.h5` files are refused, and an uploaded model never runs code."
+    )
+    file = st.file_uploader("Model file", type=["keras", "h5", "hdf5"], key=ui.PRED_MODEL_UPLOAD)
+    if file is None:
+        st.session_state.pop(ui.PRED_UPLOADED_MODEL, None)
+        return None
+    held = st.session_state.get(ui.PRED_UPLOADED_MODEL)
+    if held and held[0] == file.file_id:
+        return held[1]
+    with st.spinner("Checking the model…"):
+        entry = registry.upload_entry(file.getvalue(), file.name)
+    st.session_state[ui.PRED_UPLOADED_MODEL] = (file.file_id, entry)
+    return entry
+
+
+def _card_summary(entry: registry.ModelEntry) -> None:
+    card = entry.card
+    h, w, c = card.input_shape
+    acc = card.accuracy
+    bits = [
+        f"{card.num_classes} classes",
+        f"input {h}×{w}×{c} ({'grayscale' if c == 1 else 'RGB'})",
+    ]
+    if card.dataset.get("source"):
+        bits.append(f"trained on {card.dataset['source']}")
+    if acc is not None:
+        bits.append(f"test accuracy {acc:.1%}")
+    if card.keras_version:
+        bits.append(f"Keras {card.keras_version}")
+    st.caption(" · ".join(bits))
+    if card.description:
+        st.caption(card.description)
+    with st.expander("Model card"):
+        st.json(card.to_dict(), expanded=1)
+
+
+# ---------------------------------------------------------------- images
+
+
+def _images_from_input(mode: str) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """(names, decoded images, true labels or '') from the chosen input."""
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    truths: list[str] = []
+    if mode == "Upload":
+        files = st.file_uploader(
+            "Images (JPEG, PNG, WEBP, BMP, GIF, TIFF): one or many",
+            type=list(predict.UPLOAD_TYPES),
+            accept_multiple_files=True,
+            key=ui.PRED_IMAGES,
+        )
+        files = files or []
+        if len(files) > TABLE_ROWS_MAX:
+            st.warning(f"Only the first {TABLE_ROWS_MAX} of {len(files)} images are classified.")
+            files = files[:TABLE_ROWS_MAX]
+        problems = []
+        for f in files:
+            try:
+                images.append(predict.decode_upload(f.getvalue(), f.name))
+                names.append(f.name)
+                truths.append("")
+            except ImageDecodeError as exc:
+                problems.append(str(exc))
+        if problems:
+            st.warning("Skipped: " + "; ".join(problems), icon=":material/warning:")
+    elif mode == "Camera":
+        shot = st.camera_input("Take a picture", key=ui.PRED_CAMERA)
+        if shot is not None:
+            try:
+                images.append(predict.decode_upload(shot.getvalue(), "camera.jpg"))
+                names.append("camera photo")
+                truths.append("")
+            except ImageDecodeError as exc:
+                ui.show_error(exc)
+    else:
+        cfg = ui.data_config()
+        st.caption(f"A random test image of the active dataset: {ui.describe_data(cfg)}.")
+        if st.button("Another sample", key=ui.PRED_SAMPLE_BUTTON, icon=":material/shuffle:") or (
+            st.session_state.get(ui.PRED_SAMPLE) is None
+            or st.session_state[ui.PRED_SAMPLE][0] != cfg.to_json(indent=None)
+        ):
+            st.session_state[ui.PRED_SAMPLE] = _draw_sample(cfg)
+        sample = st.session_state.get(ui.PRED_SAMPLE)
+        if sample is not None and sample[1] is not None:
+            _, index, truth, image = sample
+            names.append(f"test image #{index}")
+            images.append(image)
+            truths.append(truth)
+    return names, images, truths
+
+
+def _draw_sample(cfg):
+    """(config key, index, true class, image) of a random test image, or an error tuple."""
+    from lib.data import DatasetError, load_dataset
+
+    key = cfg.to_json(indent=None)
+    try:
+        with st.spinner("Loading the dataset…"):
+            ds = load_dataset(cfg)
+    except (DatasetError, ValueError) as exc:
+        ui.show_error(exc, "Cannot load the active dataset")
+        return (key, None, None, None)
+    split = ds.splits["test"] if len(ds.splits.get("test", ())) else ds.splits["val"]
+    index = int(np.random.default_rng().integers(len(split)))
+    image = split.images([index])[0]
+    return (key, index, ds.class_names[int(split.labels[index])], image)
+
+
+# ---------------------------------------------------------------- results
+
+
+def _detail(entry, predictor, name, image, pred, truth: str, k: int) -> None:
+    left, right = st.columns([1, 1])
+    with left:
+        show_cam = st.toggle("Grad-CAM overlay", value=False, key=ui.PRED_GRADCAM)
+        shown = predict.display_image(image)
+        caption = name if not truth else f"{name} · true class: {truth}"
+        if show_cam:
+            from lib.explain import grad_cam, overlay
+
+            try:
+                cam = grad_cam(predictor.model, predict.preprocess(image, entry.card)[None])
+                st.image(overlay(shown, cam.heat), caption=caption, width=IMAGE_WIDTH)
+                st.caption(
+                    f"Grad-CAM of **{entry.card.class_names[cam.class_index]}** on layer "
+                    f"`{cam.layer}` ({cam.feature_shape[0]}×{cam.feature_shape[1]} feature map). "
+                    "Red: regions that raised this class's score."
+                )
+            except ValueError as exc:
+                ui.show_error(exc, "No Grad-CAM")
+                st.image(shown, caption=caption, width=IMAGE_WIDTH)
+        else:
+            st.image(shown, caption=caption, width=IMAGE_WIDTH)
+    with right:
+        verdict = f"**{pred.label}** · {pred.confidence:.1%}"
+        if truth:
+            verdict += " ✓" if truth == pred.label else f" ✗ (true: {truth})"
+        st.markdown(verdict)
+        st.plotly_chart(top_k_figure(pred.top_k), key=ui.PRED_CHART, width="stretch")
+
+
+def _table(names, images, preds) -> None:
+    rows = predict.results_rows(names, preds)
+    csv_bytes = predict.results_csv(rows)
+    table = [
+        {"image": predict.thumbnail_data_url(img), **row}
+        for img, row in zip(images, rows, strict=True)
+    ]
+    st.dataframe(
+        table,
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "confidence": st.column_config.ProgressColumn(
+                "confidence", min_value=0.0, max_value=1.0, format="percent"
+            ),
+        },
+        hide_index=True,
+        width="stretch",
+        row_height=64,
+    )
+    st.download_button(
+        "Download results (CSV)",
+        csv_bytes,
+        file_name="predictions.csv",
+        mime="text/csv",
+        key=ui.PRED_DOWNLOAD + "csv",
+        icon=":material/download:",
+    )
+
+
+def _export_panel(entry: registry.ModelEntry) -> None:
+    with st.expander("Export", icon=":material/ios_share:"):
+        formats = export.available_formats()
+        kind = st.selectbox(
+            "Format", formats, format_func=lambda k: export.FORMATS[k][0], key=ui.PRED_EXPORT_FORMAT
+        )
+        if not export.onnx_available():
+            st.caption(
+                "ONNX: not offered, tf2onnx and onnxruntime are not installed (see the README)."
+            )
+        model_key = (str(entry.model_path), kind)
+        if kind == "keras":
+            result = export.export_model(entry, "keras")
+        else:
+            st.caption(
+                f"Converts the model, then runs it and the Keras model on {export.PARITY_IMAGES} "
+                "test images and compares them."
+            )
+            if st.button("Convert and check", key=ui.PRED_EXPORT_BUTTON, icon=":material/sync:"):
+                try:
+                    with st.spinner("Converting and checking parity…"):
+                        images = export.parity_images(entry, ui.data_config())
+                        st.session_state[ui.PRED_EXPORT_RESULT] = (
+                            model_key,
+                            export.export_model(entry, kind, images),
+                        )
+                except export.ExportError as exc:
+                    ui.show_error(exc)
+            held = st.session_state.get(ui.PRED_EXPORT_RESULT)
+            result = held[1] if held and held[0] == model_key else None
+        if result is None:
+            return
+        cols = st.columns([2, 1, 1, 1])
+        cols[0].download_button(
+            f"Download {result.filename}",
+            result.data,
+            file_name=result.filename,
+            mime="application/octet-stream",
+            key=ui.PRED_DOWNLOAD + "export",
+            icon=":material/download:",
+        )
+        cols[1].metric("Size", f"{len(result.data) / 1024:,.0f} KB")
+        if result.parity is not None:
+            p = result.parity
+            cols[2].metric(
+                "Top-1 agreement", f"{p.top1_agreement:.2%}", help=f"on {p.images} test images"
+            )
+            cols[3].metric("Max prob. diff", f"{p.max_prob_diff:.2e}")
+            if not p.ok:
+                st.warning(
+                    f"The exported model disagrees with the Keras model on "
+                    f"{1 - p.top1_agreement:.1%} of the test images.",
+                    icon=":material/warning:",
+                )
+
+
+# ---------------------------------------------------------------- page
+
+ui.ensure_router()
+st.title("Predict")
+st.caption("Classify your own images with a trained model, see what it looked at, export it.")
+
+source = st.segmented_control("Model from", SOURCES, default=SOURCES[0], key=ui.PRED_SOURCE)
+try:
+    if source == "Training run":
+        entry = _run_model()
+    elif source == "Upload .keras":
+        entry = _uploaded_model()
+    else:
+        entry = _registry_model()
+except (registry.RegistryError, registry.UnsafeModelError, ValueError) as exc:
+    ui.show_error(exc, "Model refused" if isinstance(exc, registry.UnsafeModelError) else "")
+    entry = None
+if entry is None:
+    st.stop()
+_card_summary(entry)
+
+try:
+    with st.spinner("Loading the model…"):
+        predictor = predict.get_predictor(entry)
+except (registry.RegistryError, ValueError, OSError) as exc:
+    ui.show_error(exc, "Cannot load the model")
+    st.stop()
+
+st.divider()
+mode = st.segmented_control("Images from", INPUTS, default=INPUTS[0], key=ui.PRED_INPUT)
+names, images, truths = _images_from_input(mode or INPUTS[0])
+k = st.slider(
+    "Classes shown",
+    1,
+    min(10, entry.card.num_classes),
+    min(5, entry.card.num_classes),
+    key=ui.PRED_TOP_K,
+)
+
+if images:
+    t0 = time.perf_counter()
+    preds = predictor.predict(images, k=k)
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    h, w, c = entry.card.input_shape
+    st.caption(
+        f"Prediction took {elapsed_ms:.1f} ms for {len(images)} image(s), preprocessing "
+        f"included (resized to {h}×{w}, {'grayscale' if c == 1 else 'RGB'}); "
+        f"the model alone took {preds[0].seconds * 1000:.2f} ms per image."
+    )
+    if len(images) == 1:
+        _detail(entry, predictor, names[0], images[0], preds[0], truths[0], k)
+    else:
+        _table(names, images, preds)
+        i = st.selectbox(
+            "Look closer at",
+            range(len(names)),
+            format_func=lambda j: f"{j + 1}. {names[j]} ({preds[j].label})",
+            key=ui.PRED_DETAIL,
+        )
+        _detail(entry, predictor, names[i], images[i], preds[i], truths[i], k)
+else:
+    st.caption("Give an image above to see what the model thinks it is.")
+
+_export_panel(entry)
