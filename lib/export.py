@@ -12,8 +12,8 @@ Formats (:data:`FORMATS`):
 - ``tflite``: TensorFlow Lite, float32;
 - ``tflite_dynamic``: TensorFlow Lite with dynamic-range quantisation (int8
   weights, float activations: about 4× smaller);
-- ``onnx``: only when ``tf2onnx`` and ``onnxruntime`` are installed (they are not
-  in requirements.txt; see the README).
+- ``onnx``: ONNX through tf2onnx, checked with onnxruntime (both pinned in
+  requirements.txt; hidden if someone removes them).
 
 Every converted format is run on the same test images as the Keras model, and
 the result reports top-1 agreement and the largest probability difference, so a
