@@ -7,9 +7,14 @@ so each browser session has its own selections while runs are shared.
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import streamlit as st
 
 from lib.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+
+APP_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
 
 DATA = "active_data_config"
 AUGMENT = "active_augment_config"
@@ -106,17 +111,19 @@ _DEFAULTS = {
 def ensure_router() -> None:
     """Make sure this page runs inside app.py's navigation; call first on every page.
 
-    While a ``pages/`` folder sits beside app.py, Streamlit starts each server in
-    its legacy multipage mode, in which a deep link (``/train``) as the server's
-    first request runs the page file alone: no session defaults, no sidebar, no
-    navigation. The mode ends at the first ``st.navigation`` call. Ending it here
-    and rerunning sends the same URL through app.py instead.
+    While a ``pages/`` folder sits beside app.py, Streamlit starts each server
+    (and each AppTest run) in its legacy multipage mode, in which a deep link
+    (``/train``) runs the page file alone: no session defaults, no sidebar, no
+    navigation. The mode ends at the first ``st.navigation`` call. Ending it
+    here and running app.py in place routes the same URL through the router
+    within this very run, so widget events of the run (a click) are kept.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        runpy.run_path(str(APP_SCRIPT), run_name="__main__")
+        st.stop()
 
 
 def init_state() -> None:

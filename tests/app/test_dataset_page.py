@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -120,12 +121,19 @@ def test_uploaded_set_with_imbalance_and_skipped_files():
     assert any(e.label == "Skipped files (1)" for e in at.expander)
 
 
-def test_missing_folder_is_an_error_message_not_a_traceback():
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("{shared}/nonexistent", "does not exist"),
+        ("/etc", "outside the folders this server shares"),
+    ],
+)
+def test_bad_folder_is_an_error_message_not_a_traceback(tmp_path, path, message):
     at = open_page()
     at.selectbox(key=ui.DATA_SOURCE).set_value("folder")
     at.run()
-    at.text_input(key=ui.DATA_FIELD + "path").set_value("/nonexistent/kestrel")
+    at.text_input(key=ui.DATA_FIELD + "path").set_value(path.format(shared=tmp_path))
     at.button(key=ui.DATA_APPLY).click()
     at.run()
     assert not at.exception
-    assert any("does not exist" in e.value for e in at.error)
+    assert any(message in e.value for e in at.error)
