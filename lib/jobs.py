@@ -23,6 +23,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -317,11 +318,62 @@ def _claim(path: Path) -> None:
 
 
 def _finish(path: Path, state: str, error: str = "", warning: str = "") -> None:
+    """Record how the attempt ended; a completed run's resume checkpoint goes after that.
+
+    The order matters: a worker killed before the status write leaves a run that
+    reads failed and still has backup/, so Resume sees every epoch done and only
+    finishes, instead of training again from epoch 1.
+    """
     with _lock():
         (path / runstore.STOP_FILE).unlink(missing_ok=True)
         runstore.update_status(
             path, state=state, ended=time.time(), error=error, warning=warning, stop_requested=False
         )
+    if state == "completed":
+        # The backup only serves resume, and a completed run is not resumed.
+        shutil.rmtree(path / runstore.BACKUP_DIR, ignore_errors=True)
+
+
+# Temporary names Kestrel's own atomic writes use in a run folder: ".tmp-<pid>-<name>"
+# (lib.training's checkpoints) and ".<name>.<8 random chars>.tmp" (runstore, mkstemp).
+_TMP_PID_NAME = re.compile(r"\.tmp-\d+-(?P<name>.+)")
+_TMP_MKSTEMP_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")
+# The files those temporaries stand for: the run folder's own, and backup/'s
+# (BackupAndRestore's pair and their ".bkp" copies, restored by lib.training).
+_RUN_FILES = frozenset(
+    value for key, value in vars(runstore).items() if key.endswith("_FILE") and "." in value
+)
+_BACKUP_FILES = frozenset(
+    name + suffix
+    for name in ("training_metadata.json", "latest.weights.h5")
+    for suffix in ("", ".bkp")
+)
+
+
+def remove_temp_files(path: Path) -> list[str]:
+    """Delete temporary files a killed worker left in run folder ``path`` (and its backup/).
+
+    Only names Kestrel's own atomic writes create for the run's known files match;
+    anything else in the folder is left alone. Call it while no other process
+    writes into the run (at the start of a worker attempt, under the job lock).
+
+    Returns:
+        The removed files, relative to ``path``.
+    """
+    removed = []
+    for folder, known in ((path, _RUN_FILES), (path / runstore.BACKUP_DIR, _BACKUP_FILES)):
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TMP_PID_NAME.fullmatch(entry.name) or _TMP_MKSTEMP_NAME.fullmatch(entry.name)
+            if not match or match["name"] not in known or not entry.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(str(entry.relative_to(path)))
+    return sorted(removed)
 
 
 def _stop_on_sigterm(path: Path) -> None:
@@ -359,6 +411,10 @@ def run_here(path: Path, *, echo: bool = True, claim: bool = True) -> int:
             # means this process is not the run's worker of record.
             print(f"run {path.name} belongs to pid {status.pid}; not training", file=sys.stderr)
             return 2
+        # This process is the run's only worker now; status writers hold the lock.
+        litter = remove_temp_files(path)
+    if litter and echo:
+        print(f"removed temporary files of an earlier attempt: {', '.join(litter)}", flush=True)
     _stop_on_sigterm(path)
     try:
         from lib.training import train_run

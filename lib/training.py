@@ -21,7 +21,9 @@ Callbacks, in the order they run at each epoch end:
 - CSVLogger (``history.csv``, appended on resume), TensorBoard (``tensorboard/``).
 - BackupAndRestore(``backup/``, every epoch): a killed run resumes at the last
   finished epoch. It runs last, so an epoch is only counted once everything
-  else about it is on disk.
+  else about it is on disk. A checkpoint a kill left half-written is replaced by
+  the previous epoch's copy before a resume reads it (:func:`repair_backup`), and
+  lib.jobs deletes ``backup/`` only once the run is recorded as completed.
 
 This module imports Keras at the top: import it only in processes that train.
 """
@@ -478,13 +480,91 @@ class LastWeights(keras.callbacks.Callback):
 # History (resume bookkeeping)
 
 
+# The files of keras.callbacks.BackupAndRestore in backup/; with double_checkpoint=True
+# it copies both to ``<name>.bkp`` (the previous epoch) before writing the new ones.
+BACKUP_METADATA = "training_metadata.json"
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_PREVIOUS = ".bkp"
+
+
 def read_backup_epoch(run_dir: Path) -> int:
     """The epoch a resume starts at: what BackupAndRestore recorded, else 0."""
-    path = Path(run_dir) / runstore.BACKUP_DIR / "training_metadata.json"
+    path = Path(run_dir) / runstore.BACKUP_DIR / BACKUP_METADATA
     try:
         return int(json.loads(path.read_text(encoding="utf-8"))["epoch"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
+
+
+def _metadata_epoch(path: Path) -> int | None:
+    """The epoch in a BackupAndRestore metadata file; None if missing or unreadable."""
+    try:
+        epoch = json.loads(path.read_text(encoding="utf-8"))["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return None
+    return epoch
+
+
+def _weights_readable(path: Path) -> bool:
+    """Whether an .h5 weights file opens and every dataset in it reads to the end."""
+    import h5py
+
+    def read(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            obj[()]  # a file cut short fails here, not only at open
+
+    try:
+        with h5py.File(path, "r") as fh:
+            fh.visititems(read)
+    except Exception:  # h5py raises OSError, KeyError, ValueError... for damaged files
+        return False
+    return True
+
+
+def repair_backup(run_dir: Path) -> tuple[str, str]:
+    """Make ``backup/`` something BackupAndRestore can resume from, before it is read.
+
+    A SIGKILL while BackupAndRestore writes its checkpoint can leave
+    ``training_metadata.json`` empty or ``latest.weights.h5`` cut short; Keras
+    would then fail every resume (JSONDecodeError) and the run could never finish.
+    The previous epoch's pair (``*.bkp``, from ``double_checkpoint=True``) is copied
+    back over the damaged one; when that pair is missing or damaged too, backup/
+    is deleted and the run starts again from epoch 0.
+
+    Returns:
+        (note, warning): ``note`` says which checkpoint was restored (for the
+        log), ``warning`` that the run restarts from scratch (for status.json);
+        both empty when the backup was fine or absent.
+    """
+    backup = Path(run_dir) / runstore.BACKUP_DIR
+    if not backup.is_dir():
+        return "", ""
+    meta, weights = backup / BACKUP_METADATA, backup / BACKUP_WEIGHTS
+    prev_meta = backup / (BACKUP_METADATA + BACKUP_PREVIOUS)
+    prev_weights = backup / (BACKUP_WEIGHTS + BACKUP_PREVIOUS)
+    if _metadata_epoch(meta) is not None and _weights_readable(weights):
+        return "", ""
+    if not any(p.exists() for p in (meta, weights, prev_meta, prev_weights)):
+        _remove_tree(backup)  # created, but killed before the first file: nothing to lose
+        return "", ""
+    epoch = _metadata_epoch(prev_meta)
+    if epoch is not None and _weights_readable(prev_weights):
+        # Each copy is atomic, weights first: a kill in between leaves the metadata
+        # still damaged, so the next attempt repairs again from the same .bkp pair.
+        runstore.atomic_write_bytes(weights, prev_weights.read_bytes())
+        runstore.atomic_write_bytes(meta, prev_meta.read_bytes())
+        return (
+            f"the last checkpoint in backup/ was incomplete (the worker was killed while "
+            f"writing it); resuming from the one before it, after epoch {epoch}",
+            "",
+        )
+    _remove_tree(backup)
+    return "", (
+        "the resume checkpoint in backup/ was damaged (the worker was killed while writing "
+        "it) and no earlier copy was usable, so training restarted from epoch 1"
+    )
 
 
 def trim_history(run_dir: Path, keep_epochs: int) -> list[dict[str, str]]:
@@ -695,6 +775,7 @@ def train_run(
     keras.utils.set_random_seed(tc.seed)
 
     phase("loading data")
+    backup_warning = ""  # for status.json: the resume checkpoint was lost
     try:
         from lib.augment import make_augmenter
         from lib.data import DatasetError, make_pipeline
@@ -730,6 +811,9 @@ def train_run(
             else None
         )
 
+        note, backup_warning = repair_backup(run_dir)
+        if note or backup_warning:
+            phase(f"note: {note or backup_warning}")
         resume_epoch = read_backup_epoch(run_dir)
         kept_rows = trim_history(run_dir, resume_epoch)
         best_so_far = _best_from_rows(kept_rows, "val_accuracy" if has_val else "accuracy")
@@ -774,19 +858,22 @@ def train_run(
         train_seconds = time.monotonic() - t_fit
     except RuntimeError as exc:
         if "NaN or Inf loss" in str(exc):
-            return TrainOutcome("failed", error=_nan_message(run_dir, tc))
+            return TrainOutcome("failed", error=_nan_message(run_dir, tc), warning=backup_warning)
         if _is_oom(exc):
-            return TrainOutcome("failed", error=_oom_message(cfg))
+            return TrainOutcome("failed", error=_oom_message(cfg), warning=backup_warning)
         raise
     except Exception as exc:
         if _is_oom(exc):
-            return TrainOutcome("failed", error=_oom_message(cfg))
+            return TrainOutcome("failed", error=_oom_message(cfg), warning=backup_warning)
         raise
 
     rows = _read_rows(run_dir)
     epochs_done = len(rows)
     if progress.stop_seen:
-        return TrainOutcome("stopped", metrics={"epochs_done": epochs_done})
+        return TrainOutcome("stopped", metrics={"epochs_done": epochs_done}, warning=backup_warning)
+    # Training is over (early stopping included): should the worker be killed before
+    # lib.jobs records "completed", the resume trains no epoch and only finishes.
+    _mark_fit_finished(run_dir, tc.epochs)
 
     phase("evaluating")
     if (run_dir / runstore.MODEL_FILE).exists():
@@ -795,7 +882,11 @@ def train_run(
         "epochs_done": epochs_done,
         "epochs_planned": tc.epochs,
         "stopped_early": epochs_done < tc.epochs,
-        "train_seconds": round(train_seconds + _previous_train_seconds(run_dir), 3),
+        "train_seconds": round(
+            train_seconds
+            + _previous_train_seconds(run_dir, include_last=progress.initial_epoch is None),
+            3,
+        ),
         "total_seconds": round(time.monotonic() - t_start, 3),
         "best_val_accuracy": _best_from_rows(rows, "val_accuracy"),
         "best_epoch": _best_epoch(rows, "val_accuracy" if has_val else "accuracy"),
@@ -822,7 +913,7 @@ def train_run(
     runstore.atomic_write_json(run_dir / runstore.METRICS_FILE, metrics)
     append_event(run_dir, {"type": "metrics", "metrics": metrics})
 
-    warning = ""
+    warnings = [backup_warning] if backup_warning else []
     if hardware.is_chief():
         phase("computing predictions")
         try:
@@ -830,11 +921,18 @@ def train_run(
 
             compute_predictions(run_dir)
         except Exception as exc:  # predictions are a convenience: never fail the run
-            warning = f"predictions could not be computed: {type(exc).__name__}: {exc}"
+            warnings.append(f"predictions could not be computed: {type(exc).__name__}: {exc}")
             traceback.print_exc()
-    # The backup only serves resume, and a completed run is not resumed.
-    _remove_tree(run_dir / runstore.BACKUP_DIR)
-    return TrainOutcome("completed", metrics=metrics, warning=warning)
+    # backup/ stays: lib.jobs removes it once status.json says "completed", so a kill
+    # before that leaves a run that resumes (and finishes) instead of retraining.
+    return TrainOutcome("completed", metrics=metrics, warning="; ".join(warnings))
+
+
+def _mark_fit_finished(run_dir: Path, epochs: int) -> None:
+    """Record in backup/ that every epoch is done, so a resume starts none."""
+    meta = Path(run_dir) / runstore.BACKUP_DIR / BACKUP_METADATA
+    if _metadata_epoch(meta) is not None:  # replaced atomically: never left half-written
+        runstore.atomic_write_json(meta, {"epoch": epochs, "batch": 0})
 
 
 def _read_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -858,8 +956,12 @@ def _best_epoch(rows: list[dict[str, str]], key: str) -> int | None:
     return best_epoch
 
 
-def _previous_train_seconds(run_dir: Path) -> float:
-    """Training time of earlier attempts (from their progress events), for resumed runs."""
+def _previous_train_seconds(run_dir: Path, *, include_last: bool = False) -> float:
+    """Training time of earlier attempts (from their progress events), for resumed runs.
+
+    The last attempt's time is left out (it is the current one) unless
+    ``include_last``: an attempt that trained no epoch wrote no ``start`` event.
+    """
     total, last_elapsed = 0.0, 0.0
     try:
         with open(Path(run_dir) / runstore.PROGRESS_FILE, encoding="utf-8") as fh:
@@ -875,7 +977,7 @@ def _previous_train_seconds(run_dir: Path) -> float:
                     last_elapsed = float(ev.get("elapsed", 0.0))
     except OSError:
         pass
-    return total
+    return total + last_elapsed if include_last else total
 
 
 def _remove_tree(path: Path) -> None:

@@ -209,3 +209,85 @@ def _events(run_dir) -> list[dict]:
         with contextlib.suppress(ValueError):
             out.append(json.loads(line))
     return out
+
+
+@pytest.mark.parametrize("end", ["completed", "stopped", "failed"])
+def test_finish_removes_the_backup_only_after_recording_completed(monkeypatch, end):
+    """A kill before the status write must leave a resumable run, not a backup-less one."""
+    path = runstore.create_run(tiny_config())
+    (path / runstore.BACKUP_DIR).mkdir()
+    (path / runstore.BACKUP_DIR / "training_metadata.json").write_text('{"epoch": 2}')
+    seen = []
+    write_status = runstore.write_status
+
+    def recording(run, status):
+        seen.append((status.state, (run / runstore.BACKUP_DIR).exists()))
+        write_status(run, status)
+
+    monkeypatch.setattr(runstore, "write_status", recording)
+    jobs._finish(path, end)
+    assert seen == [(end, True)]  # the backup was still there when the state was written
+    assert state(path.name) == end
+    assert (path / runstore.BACKUP_DIR).exists() == (end != "completed")
+
+
+LITTER = [
+    ".tmp-4242-model.keras",  # AtomicModelCheckpoint killed mid-save
+    ".tmp-17-last.weights.h5",  # LastWeights
+    ".status.json.k3_9xq2a.tmp",  # runstore.atomic_write_bytes (mkstemp)
+    ".history.csv.abcdefgh.tmp",
+    ".predictions.npz.00000000.tmp",
+    "backup/.latest.weights.h5.zz_zz_zz.tmp",  # a .bkp restore of lib.training
+    "backup/.training_metadata.json.a1b2c3d4.tmp",
+]
+NOT_LITTER = [
+    "notes.tmp",
+    ".tmp-model.keras",  # no pid: not a name Kestrel writes
+    ".tmp-12-mine.txt",  # a pid, but not one of the run's files
+    ".mine.txt.abcdefgh.tmp",
+    ".status.json.short.tmp",  # not mkstemp's 8 characters
+    "backup/latest.weights.h5.bkp",
+    "tensorboard/.tmp-1-model.keras",  # only the run folder and backup/ are cleaned
+]
+
+
+def test_remove_temp_files_deletes_only_kestrels_own_temporaries():
+    path = runstore.create_run(tiny_config())
+    for name in LITTER + NOT_LITTER:
+        (path / name).parent.mkdir(exist_ok=True)
+        (path / name).write_bytes(b"x")
+    assert jobs.remove_temp_files(path) == sorted(LITTER)
+    assert [n for n in LITTER + NOT_LITTER if (path / n).exists()] == NOT_LITTER
+    assert runstore.read_status(path).state == "queued"  # the real files are untouched
+    assert jobs.remove_temp_files(path) == []
+
+
+@pytest.mark.slow
+def test_kill_between_training_and_completed_status_resumes_without_retraining():
+    """Kill after train_run returned, before _finish: Resume trains no epoch and completes."""
+    from lib.training import train_run
+
+    path = runstore.create_run(tiny_config(epochs=2))
+    jobs._claim(path)
+    assert train_run(path).state == "completed"  # what run_here does before _finish...
+    # ...and then the SIGKILL: the status still says running, the reaper marks it failed.
+    runstore.update_status(path, state="failed", error="killed")
+    meta = json.loads((path / runstore.BACKUP_DIR / "training_metadata.json").read_text())
+    assert meta["epoch"] == 2  # the backup survived the end of training
+    (path / ".tmp-999999-model.keras").write_bytes(b"half a zip")  # litter of the kill
+    metrics_before = runstore.read_metrics(path)
+
+    # Resume the way the CLI does (`python -m lib train --run-dir DIR`), in this process.
+    assert jobs.run_here(path, echo=False, claim=True) == 0
+
+    assert state(path.name) == "completed"
+    assert not (path / runstore.BACKUP_DIR).exists()
+    assert not (path / ".tmp-999999-model.keras").exists()
+    starts = [e for e in _events(path) if e["type"] == "start"]
+    assert len(starts) == 1  # the resume started no epoch
+    assert jobs.read_history(path)["epoch"] == [1, 2]
+    metrics = runstore.read_metrics(path)
+    assert metrics["epochs_done"] == 2
+    assert metrics["test_accuracy"] == pytest.approx(metrics_before["test_accuracy"])
+    # The first attempt's training time still counts, though this one wrote no start event.
+    assert metrics["train_seconds"] > 0.5 * metrics_before["train_seconds"]
