@@ -893,6 +893,9 @@ def train_run(
         "tta_flip": tc.tta_flip,
         "precision": hw.precision,
         "device": hw.describe(),
+        # Views (Compare, the registry) read these instead of reloading data or the model.
+        "class_names": list(ds.class_names),
+        "params": int(model.count_params()),
     }
     eval_bs = min(tc.batch_size, 256)
     for split_name in ("val", "test"):

@@ -66,6 +66,10 @@ def test_tiny_digits_run_completes_and_writes_every_artifact():
     assert metrics["eval_split"] == "test"
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["test_loss"])
     assert metrics["best_val_accuracy"] == pytest.approx(max(history["val_accuracy"]))
+    assert metrics["class_names"] == [str(d) for d in range(10)]
+    from lib.evaluation import count_parameters
+
+    assert metrics["params"] == count_parameters(path) > 0
 
     evs = events(path)
     kinds = [e["type"] for e in evs]
