@@ -51,9 +51,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (path / runstore.CONFIG_FILE).is_file():
             print(f"{path} holds no {runstore.CONFIG_FILE}; is it a run folder?", file=sys.stderr)
             return 2
-        # A worker spawned by the scheduler finds its own pid recorded; anyone else claims.
-        claim = runstore.read_status(path).pid != __import__("os").getpid()
-        return jobs.run_here(path, echo=True, claim=claim)
+        # run_here tells, under the job lock, a worker the scheduler spawned for this
+        # run (its pid recorded) from a person resuming the run by hand (claims it).
+        return jobs.run_here(path, echo=True, claim=True)
 
     try:
         config = RunConfig.load(args.config)

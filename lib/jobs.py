@@ -392,25 +392,27 @@ def run_here(path: Path, *, echo: bool = True, claim: bool = True) -> int:
     Args:
         path: the run directory.
         echo: print a progress bar.
-        claim: mark the run as running under this process first (CLI). Workers
-            spawned by :func:`schedule` were marked by the scheduler already.
+        claim: mark the run as running under this process unless the scheduler
+            spawned this process for it (then it is marked already); False refuses
+            to train a run this process was not spawned for.
 
     Returns:
         A process exit code: 0 completed or stopped, 1 failed.
     """
     path = Path(path)
     with _lock():
+        # Decided under the lock: the scheduler records a worker's pid before it
+        # releases the lock, so a spawned worker always finds itself here.
         status = runstore.read_status(path)
-        if claim:
+        spawned_for_it = status.state == "running" and status.pid == os.getpid()
+        if not spawned_for_it:
+            if not claim:
+                print(f"run {path.name} belongs to pid {status.pid}; not training", file=sys.stderr)
+                return 2
             if status.state == "running" and process_alive(status.pid, status.pid_start):
                 print(f"run {path.name} is already running (pid {status.pid})", file=sys.stderr)
                 return 2
             _claim(path)
-        elif status.pid != os.getpid():
-            # The scheduler records our pid before releasing the lock; anything else
-            # means this process is not the run's worker of record.
-            print(f"run {path.name} belongs to pid {status.pid}; not training", file=sys.stderr)
-            return 2
         # This process is the run's only worker now; status writers hold the lock.
         litter = remove_temp_files(path)
     if litter and echo:

@@ -30,9 +30,9 @@ from lib import jobs, runstore
 
 pytestmark = pytest.mark.e2e
 
-SHAPES_COUNT = 120  # 6 classes × 20: a test split of 12 still shows a 6×6 matrix
+SHAPES_COUNT = 600  # 6 classes × 100: long enough a run to watch, a 6×6 matrix
 SHAPES_SIDE = 32
-EPOCHS = 3
+EPOCHS = 5
 RUN_TIMEOUT_S = 300  # a cold worker on 2 shared cores: TF import, data, 3 tiny epochs
 CURVES = ".st-key-train_curves_chart .js-plotly-plot"
 TILES = ".st-key-{key} .js-plotly-plot .scatterlayer .trace:first-child .point"
@@ -97,12 +97,12 @@ def test_dataset_to_prediction(streamlit_server, page, steps, workspace, tmp_pat
     # 4. Train a tiny run and watch it move.
     navigate(page, "Train")
     set_number(page, "Epochs", EPOCHS)
-    set_number(page, "Batch size", 8)
+    set_number(page, "Batch size", 4)
     select(page, "LR schedule", "constant")
     click(page, "Start training")
     steps(page, "train-started")
     assert "Not started" not in main_text(page), main_text(page)
-    wait_for_text(page, r"Epoch \d+ of 3", timeout_s=RUN_TIMEOUT_S)
+    wait_for_text(page, rf"Epoch \d+ of {EPOCHS}", timeout_s=RUN_TIMEOUT_S)
     seen_progress, seen_points = set(), set()
     run_id = jobs.list_runs()[0].run_id
     deadline_state = None
@@ -116,7 +116,9 @@ def test_dataset_to_prediction(streamlit_server, page, steps, workspace, tmp_pat
     assert deadline_state == "completed", runstore.read_status(runstore.run_dir(run_id))
     wait_for_text(page, r"Completed · test accuracy", timeout_s=30)
     steps(page, "train-completed")
-    assert len(seen_progress) >= 3, f"the progress bars never moved: {seen_progress}"
+    # Moved: the page showed the bars part-way, then (above) the run completed.
+    partway = {values for values in seen_progress if values and values != ("100", "100")}
+    assert len(seen_progress) >= 2 and partway, f"the progress bars never moved: {seen_progress}"
     assert len(seen_points - {0}) >= 2, f"the curves never grew: {sorted(seen_points)}"
     assert _curve_points(page) > 0
 

@@ -152,7 +152,7 @@ def test_max_concurrent_reads_the_environment(monkeypatch):
 @pytest.mark.slow
 def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path):
     """Kill the CLI worker at a random point after epoch 1, resume, count epochs trained."""
-    epochs = 6
+    epochs = 30  # tiny epochs take a fraction of a second: enough of them to kill one
     recipe = tmp_path / "run.json"
     tiny_config(epochs=epochs).save(str(recipe))
     run_dir = runstore.runs_root() / "killed"
@@ -172,7 +172,7 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path):
             "the first epoch",
             poll=False,
         )
-        time.sleep(random.Random().uniform(0.0, 2.0))
+        time.sleep(random.Random().uniform(0.0, 1.0))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -291,3 +291,37 @@ def test_kill_between_training_and_completed_status_resumes_without_retraining()
     assert metrics["test_accuracy"] == pytest.approx(metrics_before["test_accuracy"])
     # The first attempt's training time still counts, though this one wrote no start event.
     assert metrics["train_seconds"] > 0.5 * metrics_before["train_seconds"]
+
+
+def test_a_worker_finds_itself_recorded_even_when_it_starts_before_the_status_write():
+    """The scheduler records the pid under the lock; the worker decides under it too.
+
+    A spawned worker used to read status.json before the scheduler's write and then
+    refuse its own run as "already running (pid <its own>)".
+    """
+    path = runstore.create_run(tiny_config(epochs=1))
+    runstore.update_status(
+        path,
+        state="running",
+        pid=os.getpid(),
+        pid_start=jobs.process_start_ticks(os.getpid()),
+        attempts=1,
+    )
+    assert jobs.run_here(path, echo=False, claim=True) == 0
+    status = runstore.read_status(path)
+    assert (status.state, status.attempts) == ("completed", 1)
+
+
+def test_a_run_of_another_live_worker_is_not_taken_over(tmp_path):
+    path = runstore.create_run(tiny_config(epochs=1))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        runstore.update_status(
+            path, state="running", pid=other.pid, pid_start=jobs.process_start_ticks(other.pid)
+        )
+        assert jobs.run_here(path, echo=False, claim=True) == 2
+        assert jobs.run_here(path, echo=False, claim=False) == 2
+        assert runstore.read_status(path).pid == other.pid
+    finally:
+        other.kill()
+        other.wait()
