@@ -17,13 +17,19 @@ st.markdown(
 )
 
 cols = st.columns(3)
-cols[0].metric("Dataset", ui.describe_data(ui.data_config()))
-cols[1].metric("Model", ui.describe_model(ui.model_config()))
-runs = runstore.list_run_dirs()
-if runs:
-    latest = runs[0]
-    status = runstore.read_status(latest)
-    cols[2].metric("Latest run", latest.name, status.state, delta_color="off")
-else:
-    cols[2].metric("Latest run", "none yet")
+with cols[0].container(border=True):
+    st.caption("Dataset")
+    st.markdown(f"**{ui.describe_data(ui.data_config())}**")
+with cols[1].container(border=True):
+    st.caption("Model")
+    st.markdown(f"**{ui.describe_model(ui.model_config())}**")
+with cols[2].container(border=True):
+    st.caption("Latest run")
+    runs = runstore.list_run_dirs()
+    if runs:
+        status = runstore.read_status(runs[0])
+        name = runstore.read_config(runs[0]).name or runs[0].name
+        st.markdown(f"**{name}** · {status.state}")
+    else:
+        st.markdown("**none yet**")
 st.page_link("pages/dataset.py", label="Start with a dataset", icon=":material/arrow_forward:")

@@ -30,9 +30,21 @@ def test_page_opens_without_exception(page):
 def test_home_shows_the_active_state():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    labels = {m.label: m.value for m in at.metric}
-    assert labels["Dataset"].startswith("shapes")
-    assert labels["Model"] == "fast_cnn"
-    assert labels["Latest run"] == "none yet"
+    main = " ".join(md.value for md in at.main.markdown)
+    assert "**shapes (3000 × 64px)**" in main
+    assert "**fast_cnn**" in main
+    assert "**none yet**" in main
     sidebar = " ".join(md.value for md in at.sidebar.markdown)
     assert "shapes" in sidebar and "fast_cnn" in sidebar
+
+
+def test_home_shows_the_latest_run_from_the_shared_run_store():
+    from lib import runstore
+    from lib.config import RunConfig
+
+    runstore.create_run(RunConfig(name="older"))
+    path = runstore.create_run(RunConfig(name="newest run"))
+    runstore.update_status(path, state="running")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert "**newest run** · running" in " ".join(md.value for md in at.main.markdown)
