@@ -302,22 +302,23 @@ class ModelConfig(_JsonMixin):
 class TrainConfig(_JsonMixin):
     """How to fit: optimizer, schedule, regularisation, hardware."""
 
-    epochs: int = field(default=10, metadata=_range(1, 1000, "passes over the training split"))
+    # Defaults are the "fast" recipe (lib/recipes.py), measured by bench/bench_time_to_accuracy.py.
+    epochs: int = field(default=6, metadata=_range(1, 1000, "passes over the training split"))
     batch_size: int = field(default=128, metadata=_range(1, 8192, "images per step"))
     optimizer: str = field(default="adam", metadata=_choice(OPTIMIZERS))
-    learning_rate: float = field(default=1e-3, metadata=_range(1e-6, 10.0, "peak learning rate"))
+    learning_rate: float = field(default=3e-3, metadata=_range(1e-6, 10.0, "peak learning rate"))
     momentum: float = field(default=0.9, metadata=_range(0.0, 0.999, "SGD/RMSprop momentum"))
     nesterov: bool = True  # SGD only
     schedule: str = field(
         default="warmup_cosine", metadata=_choice(SCHEDULES, "learning-rate schedule")
     )
-    warmup_epochs: float = field(default=1.0, metadata=_range(0.0, 100.0, "linear warm-up length"))
+    warmup_epochs: float = field(default=0.3, metadata=_range(0.0, 100.0, "linear warm-up length"))
     step_epochs: int = field(default=10, metadata=_range(1, 1000, "step schedule: epochs per drop"))
     step_factor: float = field(
         default=0.1, metadata=_range(0.001, 1.0, "step/plateau: LR multiplier")
     )
     weight_decay: float = field(default=0.0, metadata=_range(0.0, 0.5, "decoupled weight decay"))
-    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
+    label_smoothing: float = field(default=0.1, metadata=_range(0.0, 0.5))
     early_stopping_patience: int = field(
         default=0, metadata=_range(0, 1000, "epochs without improvement; 0 turns it off")
     )

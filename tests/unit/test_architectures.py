@@ -142,8 +142,8 @@ def test_width_and_dropout_options():
     narrow = build_model(ModelConfig(preset="fast_cnn", width=0.5), (28, 28, 1), 10)
     wide = build_model(ModelConfig(preset="fast_cnn", width=2.0), (28, 28, 1), 10)
     assert narrow.count_params() < wide.count_params()
-    assert wide.get_layer("block1_conv").filters == 64
-    assert wide.get_layer("head_dense1").units == 256
+    assert wide.get_layer("block1_conv").filters == 32
+    assert wide.get_layer("head_dense1").units == 512
     with_dropout = build_model(ModelConfig(preset="fast_cnn", dropout=0.3), (28, 28, 1), 10)
     assert with_dropout.get_layer("dropout").rate == pytest.approx(0.3)
 

@@ -1,0 +1,369 @@
+"""Run Kestrel's benchmarks and write bench/results/<machine>-<date>.json and .md.
+
+    python -m bench                                   # everything, full size (`make bench`)
+    python -m bench --only app --only predict         # some of them
+    python -m bench --size tiny                       # seconds, to check they run
+    python -m bench --only time_to_accuracy --recipes fast,tutorial --budget tutorial=300
+
+Each benchmark is a module ``bench/bench_<name>.py`` with ``run(size="full", ...)``
+returning a JSON-ready dict (and optionally ``markdown(result) -> str``). Each runs
+in its own child process, so one benchmark's imports, threads and memory do not
+colour another's figures, and a crash in one still leaves the others' results.
+Results of a day on one machine are merged into one file, so ``--only`` re-runs
+one benchmark without losing the rest (and a module with ``merge(old, new)``,
+such as time_to_accuracy, combines the two: ``--recipes accurate`` adds a row);
+tiny runs go to ``...-tiny.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "bench" / "results"
+
+# name -> (module, what it measures); the order is the order of the report.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "time_to_accuracy": ("bench.bench_time_to_accuracy",
+                         "Fashion-MNIST time to test accuracy: Kestrel vs the tutorial recipe"),
+    "augment": ("bench.bench_augment",
+                "augmented input pipeline vs ImageDataGenerator, images/s"),
+    "progress": ("bench.bench_progress", "progress streaming overhead: Kestrel callbacks vs plain fit"),
+    "predict": ("bench.bench_predict", "single-image prediction latency, p50/p95"),
+    "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
+    "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),
+}  # fmt: skip
+CHILD_TIMEOUT_S = 3 * 3600
+
+
+def available(name: str) -> bool:
+    """Whether benchmark ``name``'s module exists in this checkout."""
+    module = BENCHMARKS[name][0]
+    return (ROOT / (module.replace(".", "/") + ".py")).is_file()
+
+
+def run_one(name: str, size: str, options: dict) -> dict:
+    """Import benchmark ``name`` and call its ``run``, passing only the options it accepts."""
+    module = importlib.import_module(BENCHMARKS[name][0])
+    accepted = inspect.signature(module.run).parameters
+    kwargs = {k: v for k, v in options.items() if k in accepted and v is not None}
+    return module.run(size=size, **kwargs)
+
+
+def run_child(name: str, size: str, options: dict) -> dict:
+    """Run one benchmark in a child ``python -m bench --child`` and collect its result."""
+    with tempfile.TemporaryDirectory(prefix="kestrel-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Runs the benchmarks create go to a throwaway workspace, never the user's.
+        env["KESTREL_HOME"] = str(Path(tmp) / "workspace")
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench",
+            "--child",
+            name,
+            "--size",
+            size,
+            "--child-options",
+            json.dumps(options),
+            "--child-out",
+            str(out),
+        ]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=CHILD_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            return {
+                "error": f"timed out after {CHILD_TIMEOUT_S} s",
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        seconds = round(time.perf_counter() - start, 1)
+        if out.is_file():
+            data = json.loads(out.read_text(encoding="utf-8"))
+            data["seconds"] = seconds
+            return data
+        return {
+            "error": f"the benchmark process exited with {proc.returncode} and no result",
+            "seconds": seconds,
+        }
+
+
+def _child(name: str, size: str, options: dict, out: Path) -> int:
+    try:
+        data = {"result": run_one(name, size, options)}
+        code = 0
+    except Exception as exc:
+        traceback.print_exc()
+        data = {"error": f"{type(exc).__name__}: {exc}"}
+        code = 1
+    out.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+    return code
+
+
+def _json_default(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:
+        pass
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def generic_markdown(result, prefix: str = "") -> list[tuple[str, str]]:
+    """(figure, value) rows for a result without its own ``markdown``: scalars, flattened."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(result, dict):
+        for key, value in result.items():
+            rows += generic_markdown(
+                value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"
+            )
+    elif isinstance(result, list):
+        if len(result) <= 6 and all(isinstance(v, (int, float, str)) for v in result):
+            rows.append((prefix, ", ".join(_fmt(v) for v in result)))
+    else:
+        rows.append((prefix.rstrip("."), _fmt(result)))
+    return rows
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def section_markdown(name: str, entry: dict) -> str:
+    """One benchmark's section of the report."""
+    module, what = BENCHMARKS.get(name, (name, name))
+    head = f"### {name}: {what}\n\n"
+    if "error" in entry:
+        return head + f"**failed** after {entry.get('seconds', '?')} s: {entry['error']}\n"
+    if "skipped" in entry:
+        return head + f"skipped: {entry['skipped']}\n"
+    result = entry["result"]
+    try:
+        mod = importlib.import_module(module)
+        render = getattr(mod, "markdown", None)
+    except Exception:
+        render = None
+    if render is not None:
+        body = render(result)
+    else:
+        rows = generic_markdown(result)
+        body = "| figure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    load = "/".join(str(v) for v in entry.get("load_average_after", [])) or "?"
+    return (
+        head + body + f"\n_{entry.get('seconds', '?')} s wall time; load average after: {load}._\n"
+    )
+
+
+def report_markdown(report: dict) -> str:
+    """The whole report: machine, then one section per benchmark."""
+    info = report["machine"]
+    lines = [
+        f"## Kestrel benchmarks, {report['date']} ({report['size']})",
+        "",
+        f"Machine: {machine.summary_line(info)}.",
+        "",
+    ]
+    body = "\n".join(
+        section_markdown(name, report["benchmarks"][name])
+        for name in _ordered(report["benchmarks"])
+    )
+    return "\n".join(lines) + body
+
+
+def _ordered(names) -> list[str]:
+    known = [n for n in BENCHMARKS if n in names]
+    return known + sorted(n for n in names if n not in BENCHMARKS)
+
+
+def _merge_entry(name: str, old: dict | None, new: dict) -> dict:
+    """A benchmark's new entry, combined with today's earlier one where its module can merge."""
+    if not old or "result" not in old or "result" not in new or name not in BENCHMARKS:
+        return new
+    merge = getattr(importlib.import_module(BENCHMARKS[name][0]), "merge", None)
+    if merge is None:
+        return new
+    return {**new, "result": merge(old["result"], new["result"])}
+
+
+def write_results(
+    benchmarks: dict[str, dict],
+    *,
+    size: str,
+    out_dir: Path = RESULTS_DIR,
+    info: dict | None = None,
+    argv: list[str] | None = None,
+) -> tuple[Path, Path]:
+    """Merge ``benchmarks`` into today's result file for this machine; write JSON and markdown.
+
+    Returns:
+        (json path, markdown path).
+    """
+    info = info or machine.describe()
+    date = time.strftime("%Y-%m-%d")
+    stem = f"{machine.machine_slug(info)}-{date}" + ("" if size == "full" else f"-{size}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    previous = {}
+    if json_path.is_file():
+        try:
+            previous = json.loads(json_path.read_text(encoding="utf-8")).get("benchmarks", {})
+        except ValueError:
+            previous = {}
+    merged = dict(previous)
+    for name, entry in benchmarks.items():
+        merged[name] = _merge_entry(name, previous.get(name), entry)
+    report = {
+        "date": date,
+        "size": size,
+        "machine": info,
+        "command": " ".join(argv or []),
+        "benchmarks": merged,
+    }
+    from lib.runstore import atomic_write_bytes
+
+    text = json.dumps(report, indent=2, default=_json_default) + "\n"
+    atomic_write_bytes(json_path, text.encode("utf-8"))
+    atomic_write_bytes(md_path, report_markdown(report).encode("utf-8"))
+    return json_path, md_path
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}",
+    )
+    p.add_argument(
+        "--size",
+        choices=("tiny", "full"),
+        default="full",
+        help="tiny: seconds, to check the benchmarks run; full: the real figures",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the benchmarks in this process (for debugging)",
+    )
+    g = p.add_argument_group("time_to_accuracy")
+    g.add_argument("--recipes", help="comma-separated: fast, accurate, tutorial")
+    g.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="RECIPE=SECONDS",
+        help="training seconds a recipe may use (fast=120, tutorial=300, accurate=600)",
+    )
+    g.add_argument("--evals-per-epoch", type=int, help="test evaluations per epoch (default 2)")
+    g.add_argument("--val-fraction", type=float, help="Kestrel recipes' validation share (0.1)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--child-options", default="{}", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> dict:
+    """The per-benchmark keyword options the command line sets (JSON-ready)."""
+    budgets = {}
+    for item in args.budget:
+        name, _, seconds = item.partition("=")
+        try:
+            budgets[name.strip()] = float(seconds)
+        except ValueError:
+            raise SystemExit(f"--budget expects RECIPE=SECONDS, got {item!r}") from None
+    return {
+        "recipes": [r.strip() for r in args.recipes.split(",")] if args.recipes else None,
+        "budgets": budgets or None,
+        "evals_per_epoch": args.evals_per_epoch,
+        "val_fraction": args.val_fraction,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return _child(args.child, args.size, json.loads(args.child_options), args.child_out)
+    names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
+    names = names or list(BENCHMARKS)
+    options = options_from(args)
+    info = machine.describe()
+    print(f"machine: {machine.summary_line(info)}", flush=True)
+    results: dict[str, dict] = {}
+    for name in names:
+        if not available(name):
+            results[name] = {"skipped": f"{BENCHMARKS[name][0]} is not in this checkout"}
+            print(f"[{name}] skipped: not present", flush=True)
+            continue
+        print(f"[{name}] running ({args.size})...", flush=True)
+        if args.in_process:
+            start = time.perf_counter()
+            try:
+                entry = {"result": run_one(name, args.size, options)}
+            except Exception as exc:
+                traceback.print_exc()
+                entry = {"error": f"{type(exc).__name__}: {exc}"}
+            entry["seconds"] = round(time.perf_counter() - start, 1)
+        else:
+            entry = run_child(name, args.size, options)
+        entry["load_average_after"] = machine.load_average()
+        results[name] = entry
+        print(
+            f"[{name}] {'failed: ' + entry['error'] if 'error' in entry else 'done'} "
+            f"in {entry['seconds']} s",
+            flush=True,
+        )
+    json_path, md_path = write_results(
+        results,
+        size=args.size,
+        out_dir=args.out,
+        info=info,
+        argv=["python", "-m", "bench", *(argv or sys.argv[1:])],
+    )
+    print(
+        f"wrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}"
+        f" and {md_path.name}",
+        flush=True,
+    )
+    print(md_path.read_text(encoding="utf-8"))
+    return 1 if any("error" in e for e in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""Time-to-accuracy on Fashion-MNIST: Kestrel's recipes against the Keras tutorial recipe.
+
+    python -m bench --only time_to_accuracy                 # fast, tutorial, accurate
+    python -m bench --only time_to_accuracy --recipes fast,tutorial --budget tutorial=300
+
+Kestrel's recipes (lib.recipes: "fast" is the default RunConfig, "accurate" the
+slower preset) train through the real trainer, ``lib.training.train_run`` on a
+run directory, exactly as the UI and the CLI do; the tutorial recipe is the one
+most Keras tutorials teach (see :func:`train_tutorial`). Both are evaluated on
+the 10 000 test images after every epoch (or more often) by
+:class:`TestAccuracyTracker`, whose own time is taken out of the training
+seconds, and both stop at a time budget. Reported per recipe: the training
+seconds and epochs to reach each threshold of test accuracy, or None.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+THRESHOLDS = (0.88, 0.90, 0.91, 0.92, 0.93)
+# Seconds of training each recipe may use before it is stopped (the issue's targets).
+BUDGETS = {"fast": 120.0, "tutorial": 300.0, "accurate": 600.0}
+DEFAULT_BUDGET = 600.0  # recipes from a .json file
+RECIPES_FULL = ("fast", "tutorial", "accurate")
+RECIPES_TINY = ("fast", "tutorial")
+TINY_PER_CLASS = 30  # 300 training images: the smoke test only checks that it all runs
+EVAL_BATCH = 1000
+TUTORIAL_EPOCHS = 100  # the budget ends it first
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _tracker_class():
+    import keras
+
+    class TestAccuracyTracker(keras.callbacks.Callback):
+        """Test accuracy during fit, timed outside the training seconds; stops at a budget.
+
+        Args:
+            images: float32 test images, already scaled as the model expects.
+            labels: int test labels.
+            steps_per_epoch: optimizer steps in one epoch.
+            evals_per_epoch: evaluations per epoch (the last one at the epoch end).
+            budget_s: stop training once this many training seconds have passed.
+            tta_flip: average the probabilities with those of mirrored images, as
+                Kestrel's evaluation does when TrainConfig.tta_flip is on.
+            outputs_logits: the model outputs logits (Kestrel) rather than probabilities.
+            stop_at: stop once test accuracy reaches this (None: run to the end).
+        """
+
+        def __init__(
+            self,
+            images,
+            labels,
+            *,
+            steps_per_epoch,
+            evals_per_epoch=1,
+            budget_s=None,
+            tta_flip=False,
+            outputs_logits=True,
+            stop_at=None,
+        ):
+            super().__init__()
+            self.images = images
+            self.labels = np.asarray(labels)
+            self.steps_per_epoch = steps_per_epoch
+            # Steps within an epoch after which to evaluate; the epoch end is always one.
+            n = max(1, evals_per_epoch)
+            self.eval_steps = {round(k * steps_per_epoch / n) for k in range(1, n)} - {0}
+            self.budget_s = budget_s
+            self.tta_flip = tta_flip
+            self.outputs_logits = outputs_logits
+            self.stop_at = stop_at
+            self.points: list[dict] = []
+            self.stopped_by_budget = False
+
+        def train_seconds(self) -> float:
+            return time.perf_counter() - self.t0 - self.eval_s
+
+        def train_cpu_seconds(self) -> float:
+            """CPU time of this process spent training: on a shared machine, the steadier figure."""
+            return time.process_time() - self.cpu0 - self.eval_cpu_s
+
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+            self.cpu0 = time.process_time()
+            self.eval_s = 0.0
+            self.eval_cpu_s = 0.0
+            self.epoch = 0
+            self.step = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            self.step = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            if self.step in self.eval_steps and self.step < self.steps_per_epoch:
+                self._evaluate(self.epoch + self.step / self.steps_per_epoch)
+            self._check_budget()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._evaluate(epoch + min(1.0, self.step / self.steps_per_epoch))
+            self._check_budget()
+
+        def _check_budget(self):
+            if self.budget_s is not None and self.train_seconds() >= self.budget_s:
+                self.stopped_by_budget = True
+                self.model.stop_training = True
+
+        def _probs(self, x):
+            out = np.asarray(self.model.predict(x, batch_size=EVAL_BATCH, verbose=0), np.float64)
+            return _softmax(out) if self.outputs_logits else out
+
+        def _evaluate(self, epoch: float) -> None:
+            seconds = self.train_seconds()
+            cpu_seconds = self.train_cpu_seconds()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            probs = self._probs(self.images)
+            plain = float((probs.argmax(axis=1) == self.labels).mean())
+            acc = plain
+            if self.tta_flip:
+                probs = probs + self._probs(self.images[:, :, ::-1, :])
+                acc = float((probs.argmax(axis=1) == self.labels).mean())
+            self.points.append(
+                {
+                    "epoch": round(epoch, 3),
+                    "train_seconds": round(seconds, 2),
+                    "train_cpu_seconds": round(cpu_seconds, 2),
+                    "test_accuracy": round(acc, 4),
+                    "plain_accuracy": round(plain, 4),
+                }
+            )
+            self.eval_s += time.perf_counter() - start
+            self.eval_cpu_s += time.process_time() - cpu_start
+            if self.stop_at is not None and acc >= self.stop_at:
+                self.model.stop_training = True
+
+    return TestAccuracyTracker
+
+
+def reached(
+    points: list[dict], thresholds=THRESHOLDS, key: str = "train_seconds"
+) -> tuple[dict, dict]:
+    """The training seconds and epochs at which test accuracy first reached each threshold.
+
+    Args:
+        points: the tracker's evaluations, in order.
+        thresholds: test accuracies to report.
+        key: which clock: "train_seconds" (wall) or "train_cpu_seconds".
+
+    Returns:
+        ({"0.90": seconds or None, ...}, {"0.90": epochs or None, ...}).
+    """
+    seconds, epochs = {}, {}
+    for t in thresholds:
+        hit = next((p for p in points if p["test_accuracy"] >= t), None)
+        seconds[f"{t:.2f}"] = hit[key] if hit else None
+        epochs[f"{t:.2f}"] = hit["epoch"] if hit else None
+    return seconds, epochs
+
+
+def _data_config(size: str, val_fraction: float):
+    from lib.config import DataConfig
+
+    per_class = TINY_PER_CLASS if size == "tiny" else 0
+    return DataConfig(source="fashion_mnist", val_fraction=val_fraction, max_per_class=per_class)
+
+
+def _test_arrays(ds):
+    test = ds.splits["test"]
+    return test.images().astype(np.float32), np.asarray(test.labels)
+
+
+def _summarise(
+    name: str,
+    tracker,
+    *,
+    description: str,
+    epochs_planned: int,
+    n_train: int,
+    budget_s: float | None,
+    load_before: list[float],
+) -> dict:
+    seconds, epochs = reached(tracker.points)
+    cpu_seconds, _ = reached(tracker.points, key="train_cpu_seconds")
+    points = tracker.points
+    last = points[-1] if points else {"epoch": 0.0, "train_seconds": 0.0, "test_accuracy": 0.0}
+    best = max((p["test_accuracy"] for p in points), default=0.0)
+    return {
+        "recipe": name,
+        "description": description,
+        "train_images": n_train,
+        "epochs_planned": epochs_planned,
+        "epochs_done": last["epoch"],
+        "train_seconds": last["train_seconds"],
+        "train_cpu_seconds": last.get("train_cpu_seconds", 0.0),
+        "images_per_sec": round(n_train * last["epoch"] / max(last["train_seconds"], 1e-9), 1),
+        "final_test_accuracy": last["test_accuracy"],
+        "best_test_accuracy": best,
+        "seconds_to": seconds,
+        "epochs_to": epochs,
+        "cpu_seconds_to": cpu_seconds,
+        "budget_s": budget_s,
+        "stopped_by_budget": tracker.stopped_by_budget,
+        "load_average": {"before": load_before, "after": _load()},
+        "curve": points,
+    }
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+# --------------------------------------------------------------------------- Kestrel
+
+
+def kestrel_config(name: str, size: str, val_fraction: float):
+    """The RunConfig of Kestrel recipe ``name`` on Fashion-MNIST (tiny: 1 epoch, small batch).
+
+    ``name`` is a key of lib.recipes.RECIPES, or the path of a RunConfig JSON file
+    (a run's config.json, or a candidate such as bench/candidates/*.json).
+    """
+    from lib.config import RunConfig
+    from lib.recipes import RECIPES
+
+    if name.endswith(".json"):
+        cfg = RunConfig.load(name)
+    elif name in RECIPES:
+        cfg = RECIPES[name]
+    else:
+        raise ValueError(
+            f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}, tutorial, "
+            "or a RunConfig .json file"
+        )
+    cfg = cfg.replace(name=f"bench-{Path(name).stem}", data=_data_config(size, val_fraction))
+    if size == "tiny":
+        cfg = cfg.replace(train=cfg.train.replace(epochs=1, batch_size=64, warmup_epochs=0.0))
+    return cfg
+
+
+def train_kestrel(
+    name: str,
+    *,
+    size: str = "full",
+    budget_s: float | None = None,
+    evals_per_epoch: int = 2,
+    val_fraction: float = 0.1,
+    stop_at: float | None = None,
+    config=None,
+) -> dict:
+    """Train Kestrel recipe ``name`` through ``lib.training.train_run`` and track test accuracy.
+
+    ``config`` (a RunConfig) replaces the named recipe's, for trying candidates;
+    its data part is replaced by Fashion-MNIST all the same.
+    """
+    from lib import runstore
+    from lib.data import load_dataset
+    from lib.training import train_run
+
+    if config is None:
+        cfg = kestrel_config(name, size, val_fraction)
+    else:
+        cfg = config.replace(name=f"bench-{Path(name).stem}", data=_data_config(size, val_fraction))
+    ds = load_dataset(cfg.data)  # cached: train_run gets this same object
+    x_test, y_test = _test_arrays(ds)
+    n_train = len(ds.splits["train"])
+    steps = math.ceil(n_train / cfg.train.batch_size)
+    tracker = _tracker_class()(
+        x_test, y_test, steps_per_epoch=steps, evals_per_epoch=evals_per_epoch,
+        budget_s=budget_s, tta_flip=cfg.train.tta_flip, outputs_logits=True, stop_at=stop_at,
+    )  # fmt: skip
+    load_before = _load()
+    with tempfile.TemporaryDirectory(prefix="kestrel-bench-") as tmp:
+        run_dir = runstore.create_run(cfg, root=Path(tmp))
+        outcome = train_run(run_dir, extra_callbacks=[tracker])
+    if outcome.state not in ("completed", "stopped"):
+        raise RuntimeError(f"recipe {name} failed: {outcome.error}")
+    m, t = cfg.model, cfg.train
+    description = (
+        f"{describe_model(m)}, {t.optimizer} lr {t.learning_rate:g} {t.schedule}, "
+        f"batch {t.batch_size}, {t.epochs} epochs, label smoothing {t.label_smoothing:g}, "
+        f"weight decay {t.weight_decay:g}, augmentation {cfg.augment.preset}, "
+        f"TTA flip {'on' if t.tta_flip else 'off'}, val fraction {val_fraction:g}"
+    )
+    result = _summarise(
+        name,
+        tracker,
+        description=description,
+        epochs_planned=t.epochs,
+        n_train=n_train,
+        budget_s=budget_s,
+        load_before=load_before,
+    )
+    result["trainer_metrics"] = {
+        k: v
+        for k, v in outcome.metrics.items()
+        if isinstance(v, (int, float, str, bool)) or v is None
+    }
+    return result
+
+
+def describe_model(m) -> str:
+    """The model part of a recipe in a few words (custom CNNs spelled out)."""
+    if m.preset != "custom":
+        return f"{m.preset} (width {m.width:g})"
+    blocks = " → ".join(
+        f"conv{b.filters}×{b.convs}{'' if b.stride == 1 else f'/s{b.stride}'}"
+        f"{'+BN' if b.batch_norm else ''}{'' if b.pool == 'none' else f' {b.pool}-pool'}"
+        for b in m.blocks
+    )
+    dense = "".join(f" → dense {u}" for u in m.head.dense)
+    return f"custom: {blocks} → {m.head.pooling}{dense}"
+
+
+# --------------------------------------------------------------------------- tutorial
+
+
+def tutorial_model(input_shape, num_classes: int):
+    """Conv2D(32, 3, relu) → MaxPool(2) → Flatten → Dense(128, relu) → Dense(K, softmax)."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ])  # fmt: skip
+
+
+def tutorial_generator():
+    """The tutorials' augmentation: Keras' legacy ImageDataGenerator (it needs scipy)."""
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+    return ImageDataGenerator(
+        rotation_range=15, width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True
+    )
+
+
+def train_tutorial(
+    *,
+    size: str = "full",
+    budget_s: float | None = None,
+    evals_per_epoch: int = 2,
+    seed: int = 0,
+    stop_at: float | None = None,
+) -> dict:
+    """The tutorial recipe: scale to [0, 1], ImageDataGenerator, Adam 1e-3, batch 32.
+
+    It trains on all 60 000 training images (tutorials keep no validation split),
+    one epoch after another until ``budget_s``.
+    """
+    import keras
+
+    from lib.data import load_dataset
+
+    ds = load_dataset(_data_config(size, 0.1))
+    x_train = np.concatenate([ds.splits["train"].images(), ds.splits["val"].images()])
+    y_train = np.concatenate([ds.splits["train"].labels, ds.splits["val"].labels])
+    x_train = x_train.astype(np.float32) / 255.0
+    x_test, y_test = _test_arrays(ds)
+    num_classes = len(ds.class_names)
+    keras.utils.set_random_seed(seed)
+    model = tutorial_model(ds.image_shape, num_classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
+    flow = tutorial_generator().flow(
+        x_train, keras.utils.to_categorical(y_train, num_classes), batch_size=32, seed=seed
+    )
+    epochs = 1 if size == "tiny" else TUTORIAL_EPOCHS
+    tracker = _tracker_class()(
+        x_test / 255.0, y_test, steps_per_epoch=len(flow), evals_per_epoch=evals_per_epoch,
+        budget_s=budget_s, outputs_logits=False, stop_at=stop_at,
+    )  # fmt: skip
+    load_before = _load()
+    model.fit(flow, epochs=epochs, callbacks=[tracker], verbose=0)
+    description = (
+        "Conv2D(32,3,relu) → MaxPool(2) → Flatten → Dense(128,relu) → Dense(10,softmax); "
+        "ImageDataGenerator(rotation 15, shifts 0.1, horizontal flip); Adam 1e-3; "
+        "batch 32; all 60k training images"
+    )
+    return _summarise(
+        "tutorial",
+        tracker,
+        description=description,
+        epochs_planned=epochs,
+        n_train=len(x_train),
+        budget_s=budget_s,
+        load_before=load_before,
+    )
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def run(
+    size: str = "full",
+    recipes: tuple[str, ...] | None = None,
+    budgets: dict[str, float] | None = None,
+    evals_per_epoch: int | None = None,
+    val_fraction: float = 0.1,
+) -> dict:
+    """Train each recipe back to back and report its time to each accuracy threshold.
+
+    Args:
+        size: "full" (60k/10k, the budgets above) or "tiny" (300 images, 1 epoch).
+        recipes: names from lib.recipes.RECIPES and "tutorial".
+        budgets: training seconds per recipe, overriding BUDGETS.
+        evals_per_epoch: test evaluations per epoch (default 2; tiny: 1).
+        val_fraction: the Kestrel recipes' validation share (0.1 is the app's default).
+
+    Returns:
+        {"recipes": {name: result}, "ratio_time_to_90": ..., ...} (see _summarise).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    recipes = tuple(recipes or (RECIPES_TINY if size == "tiny" else RECIPES_FULL))
+    limits = {**BUDGETS, **(budgets or {})}
+    per_epoch = evals_per_epoch or (1 if size == "tiny" else 2)
+    results = {}
+    for name in recipes:
+        key = Path(name).stem if name.endswith(".json") else name
+        budget = None if size == "tiny" else limits.get(key, DEFAULT_BUDGET)
+        if name == "tutorial":
+            results[key] = train_tutorial(size=size, budget_s=budget, evals_per_epoch=per_epoch)
+        else:
+            results[key] = train_kestrel(
+                name,
+                size=size,
+                budget_s=budget,
+                evals_per_epoch=per_epoch,
+                val_fraction=val_fraction,
+            )
+    out = {
+        "size": size,
+        "dataset": "fashion_mnist",
+        "thresholds": list(THRESHOLDS),
+        "recipes": results,
+    }
+    out.update(_ratios(results))
+    return out
+
+
+def merge(old: dict, new: dict) -> dict:
+    """Combine two runs' results of one day, so ``--recipes accurate`` adds a row.
+
+    The newer run's recipes win; the ratio is recomputed over the union.
+    """
+    if old.get("size") != new.get("size"):
+        return new
+    merged = {**new, "recipes": {**old.get("recipes", {}), **new["recipes"]}}
+    for key in ("ratio_time_to_90", "ratio_note"):
+        merged.pop(key, None)
+    merged.update(_ratios(merged["recipes"]))
+    return merged
+
+
+def _ratios(results: dict) -> dict:
+    """Kestrel fast's time to 90 % over the tutorial's; a bound where the tutorial fell short."""
+    fast, tut = results.get("fast"), results.get("tutorial")
+    if not fast or not tut:
+        return {}
+    mine, theirs = fast["seconds_to"]["0.90"], tut["seconds_to"]["0.90"]
+    if mine is None:
+        return {"ratio_time_to_90": None, "ratio_note": "fast recipe did not reach 90 %"}
+    if theirs is None:
+        bound = mine / max(tut["train_seconds"], 1e-9)
+        return {
+            "ratio_time_to_90": round(bound, 3),
+            "ratio_note": (
+                f"upper bound: the tutorial had not reached 90 % after {tut['train_seconds']:.0f} s"
+            ),
+        }
+    return {"ratio_time_to_90": round(mine / theirs, 3), "ratio_note": "measured"}
+
+
+def _cell(seconds, epochs) -> str:
+    return "not reached" if seconds is None else f"{seconds:.0f} s ({epochs:g} ep)"
+
+
+def markdown(result: dict) -> str:
+    """The result as a markdown table: one row per recipe, one column per threshold."""
+    heads = [f"{t:.0%}" for t in result["thresholds"]]
+    lines = [
+        "| recipe | " + " | ".join(heads) + " | final test acc | trained | img/s | load |",
+        "|---|" + "---|" * (len(heads) + 4),
+    ]
+    for name, r in result["recipes"].items():
+        cells = [
+            _cell(r["seconds_to"][f"{t:.2f}"], r["epochs_to"][f"{t:.2f}"])
+            for t in result["thresholds"]
+        ]
+        load = r["load_average"]["before"][0] if r["load_average"]["before"] else "?"
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {r['final_test_accuracy']:.2%} | {r['train_seconds']:.0f} s, "
+            f"{r['epochs_done']:g} ep | {r['images_per_sec']:.0f} | {load} |"
+        )
+    lines.append("")
+    for name, r in result["recipes"].items():
+        cpu = r["cpu_seconds_to"]["0.91"]
+        cpu_text = "not reached" if cpu is None else f"{cpu:.0f} CPU-s"
+        lines.append(
+            f"- **{name}**: {r['description']}. Process CPU time to 91 %: {cpu_text} "
+            f"(of {r['train_cpu_seconds']:.0f} CPU-s in all; on a busy machine the steadier clock)"
+        )
+    if "ratio_time_to_90" in result:
+        ratio = result["ratio_time_to_90"]
+        lines.append(
+            f"- time to 90 %, fast / tutorial: "
+            f"{'n/a' if ratio is None else f'{ratio:.3f}'} ({result['ratio_note']})"
+        )
+    return "\n".join(lines) + "\n"

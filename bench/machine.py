@@ -1,0 +1,134 @@
+"""What machine a benchmark ran on: cores, CPU model, memory, GPU, library versions.
+
+Benchmarks on shared machines are noisy, so every result file carries this
+description (and the load average at the start) beside its figures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from importlib import metadata
+
+PACKAGES = ("tensorflow", "keras", "numpy", "streamlit", "playwright")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """The vector extensions the CPU reports that matter to TensorFlow's kernels."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma")
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [f for f in wanted if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the host's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def memory_gib() -> float | None:
+    """Total memory in GiB, from /proc/meminfo."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def gpus() -> list[str]:
+    """GPU names from ``nvidia-smi`` (empty without an NVIDIA driver); no TensorFlow import."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages the figures depend on."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (runnable processes; > cores means contention)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def describe() -> dict:
+    """Everything above in one JSON-ready dict."""
+    return {
+        "cores": usable_cores(),
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "memory_gib": memory_gib(),
+        "gpus": gpus(),
+        "os": f"{platform.system()} {platform.release()}",
+        "versions": versions(),
+        "load_average": load_average(),
+    }
+
+
+def machine_slug(info: dict | None = None) -> str:
+    """A short file-name-safe name for the machine, e.g. ``2cpu-amd-epyc`` or ``...-h100``."""
+    info = info or describe()
+    cpu = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", "", info["cpu_model"].lower())
+    cpu = "-".join(re.findall(r"[a-z0-9]+", cpu)[:3]) or "cpu"
+    slug = f"{info['cores']}cpu-{cpu}"
+    if info["gpus"]:
+        gpu = info["gpus"][0].split(",")[0].lower().replace("nvidia", "")
+        slug += "-" + "-".join(re.findall(r"[a-z0-9]+", gpu)[:2])
+    return slug
+
+
+def summary_line(info: dict) -> str:
+    """One line for a report header."""
+    gpu = ", ".join(info["gpus"]) or "no GPU"
+    v = info["versions"]
+    mem = f"{info['memory_gib']} GiB" if info["memory_gib"] else "memory unknown"
+    load = "/".join(str(x) for x in info["load_average"]) or "?"
+    return (
+        f"{info['cores']} cores ({info['cpu_model']}), {mem}, {gpu}; "
+        f"TensorFlow {v['tensorflow']}, Keras {v['keras']}, Python {v['python']}; "
+        f"load average at start {load}"
+    )

@@ -1,0 +1,189 @@
+"""Every benchmark runs at size "tiny" and returns the figures it promises, so none can rot.
+
+The figures themselves are not judged here (a loaded CI machine says nothing
+about speed); ``make bench`` measures them. Each benchmark module exposes
+``run(size)`` returning a JSON-ready dict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import bench_time_to_accuracy, machine
+from bench.bench_time_to_accuracy import THRESHOLDS, reached
+
+
+def numbers(value) -> list[float]:
+    """Every number in a nested result."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in numbers(v)]
+    if isinstance(value, (list, tuple)):
+        return [n for v in value for n in numbers(v)]
+    return []
+
+
+def check_time_to_accuracy(result: dict) -> None:
+    assert set(result["recipes"]) == {"fast", "tutorial"}
+    for name, r in result["recipes"].items():
+        assert r["train_seconds"] > 0, name
+        assert r["images_per_sec"] > 0, name
+        assert r["epochs_done"] == 1.0, name
+        assert r["curve"], name
+        assert 0.0 < r["final_test_accuracy"] <= 1.0, name
+        assert set(r["seconds_to"]) == {f"{t:.2f}" for t in THRESHOLDS}, name
+    # The Kestrel recipe really went through the trainer, which wrote its metrics.
+    metrics = result["recipes"]["fast"]["trainer_metrics"]
+    assert metrics["epochs_done"] == 1
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def check_augment(result: dict) -> None:
+    assert result["preview"]["warm_s"] > 0
+    for row in result["throughput"]:
+        assert row["kestrel_images_per_s"] > 0 and row["legacy_images_per_s"] > 0
+        assert row["ratio"] > 0
+
+
+def check_app(result: dict) -> None:
+    home = result["pages"]["pages/home.py"]
+    assert home["cold_s"] > 0 and home["warm_s"] > 0
+    assert home["exceptions"] == []
+    assert "pages/home.py" in result["pages_in_navigation"]
+    server = result["server"]
+    assert 0 < server["health_s"] <= server["home_rendered_s"]
+    assert server["home_exceptions"] == 0
+
+
+def check_numbers(result: dict) -> None:
+    """For benchmarks whose keys this test does not know: finite, non-negative, some positive."""
+    found = numbers(result)
+    assert found, "the result holds no figures"
+    assert all(math.isfinite(n) and n >= 0 for n in found), found
+    assert any(n > 0 for n in found), found
+
+
+CASES = [
+    ("time_to_accuracy", check_time_to_accuracy),
+    ("augment", check_augment),
+    ("progress", check_numbers),
+    ("predict", check_numbers),
+    ("app", check_app),
+    ("stress_kill", check_numbers),
+]
+
+
+def test_every_benchmark_is_covered_and_present():
+    assert {name for name, _ in CASES} == set(bench_main.BENCHMARKS)
+    missing = [name for name in bench_main.BENCHMARKS if not bench_main.available(name)]
+    assert not missing, f"benchmark modules missing: {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "check"), CASES, ids=[c[0] for c in CASES])
+def test_benchmark_runs_tiny(name, check, tmp_path):
+    if not bench_main.available(name):
+        pytest.fail(f"{bench_main.BENCHMARKS[name][0]} is missing")
+    if name == "app":
+        # Its own Chromium: Playwright's sync API refuses to start in a process where
+        # another sync Playwright (the e2e tier's browser) is still open.
+        outcome = bench_main.run_child(name, "tiny", {})
+        assert "result" in outcome, outcome.get("error")
+        result = outcome["result"]
+    else:
+        result = bench_main.run_one(name, "tiny", {})
+    json.dumps(result)  # JSON-ready, as the results file needs
+    check(result)
+    # The report renders it and the results files are written.
+    json_path, md_path = bench_main.write_results(
+        {name: {"result": result, "seconds": 1.0}}, size="tiny", out_dir=tmp_path
+    )
+    report = json.loads(json_path.read_text())
+    assert report["benchmarks"][name]["result"] == json.loads(json.dumps(result))
+    assert report["machine"]["cores"] >= 1
+    assert f"### {name}" in md_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "expected_seconds"),
+    [
+        ([0.80, 0.89, 0.905, 0.93], {"0.88": 2.0, "0.90": 3.0, "0.91": 4.0, "0.93": 4.0}),
+        ([0.91, 0.90], {"0.88": 1.0, "0.91": 1.0, "0.92": None}),  # first hit counts
+        ([0.5], {"0.88": None, "0.93": None}),
+    ],
+)
+def test_reached_reports_the_first_point_at_each_threshold(accuracies, expected_seconds):
+    points = [
+        {"epoch": i + 1.0, "train_seconds": i + 1.0, "test_accuracy": a}
+        for i, a in enumerate(accuracies)
+    ]
+    seconds, epochs = reached(points)
+    for key, value in expected_seconds.items():
+        assert seconds[key] == value
+        assert epochs[key] == value  # epochs equal seconds in this table
+
+
+def test_results_of_a_day_are_merged(tmp_path):
+    info = machine.describe()
+    bench_main.write_results(
+        {"a": {"result": {"x": 1.5}, "seconds": 1}}, size="tiny", out_dir=tmp_path, info=info
+    )
+    json_path, md_path = bench_main.write_results(
+        {"b": {"error": "boom", "seconds": 2}}, size="tiny", out_dir=tmp_path, info=info
+    )
+    report = json.loads(json_path.read_text())
+    assert set(report["benchmarks"]) == {"a", "b"}
+    assert json_path.name.startswith(machine.machine_slug(info)) and json_path.stem.endswith("tiny")
+    text = md_path.read_text()
+    assert "| x | 1.5 |" in text and "**failed** after 2 s: boom" in text
+    assert f"{info['cores']} cores" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {"recipes": None, "budgets": None}),
+        (
+            ["--recipes", "fast, tutorial", "--budget", "fast=90", "--budget", "tutorial=300"],
+            {"recipes": ["fast", "tutorial"], "budgets": {"fast": 90.0, "tutorial": 300.0}},
+        ),
+    ],
+)
+def test_command_line_options(argv, expected):
+    options = bench_main.options_from(bench_main.parse_args(argv))
+    for key, value in expected.items():
+        assert options[key] == value
+
+
+def test_unknown_benchmark_is_refused():
+    with pytest.raises(SystemExit, match="unknown benchmark"):
+        bench_main.main(["--only", "nope"])
+
+
+def _recipe_result(seconds_to_90):
+    """The parts of a time_to_accuracy recipe result that the ratio reads."""
+    return {"seconds_to": {"0.90": seconds_to_90}, "train_seconds": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "recipes", "ratio"),
+    [
+        ({"fast": 20.0}, {"tutorial": 80.0}, {"fast", "tutorial"}, 0.25),
+        ({"fast": 20.0, "tutorial": 80.0}, {"fast": 40.0}, {"fast", "tutorial"}, 0.5),
+        ({"fast": 20.0}, {"accurate": None}, {"fast", "accurate"}, None),
+    ],
+)
+def test_time_to_accuracy_results_of_a_day_merge(old, new, recipes, ratio):
+    def result(times):
+        return {"size": "full", "recipes": {k: _recipe_result(v) for k, v in times.items()}}
+
+    merged = bench_time_to_accuracy.merge(result(old), result(new))
+    assert set(merged["recipes"]) == recipes
+    assert merged.get("ratio_time_to_90") == ratio
