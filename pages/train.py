@@ -16,6 +16,7 @@ from streamlit.errors import StreamlitAPIException
 from lib import jobs, runstore
 from lib.config import OPTIMIZERS, SCHEDULES, RunConfig, TrainConfig
 from lib.plots.training import live_curves_figure, lr_figure
+from lib.recipes import RECIPE_INFO, RECIPES
 from pages import ui
 
 ACTIVE_REFRESH_S = 1.5  # live panel refresh while a run is queued or training
@@ -159,6 +160,35 @@ def _start_run() -> None:
 def _watch(run_id: str | None) -> None:
     st.session_state[ui.SELECTED_RUN] = run_id
     st.session_state[ui.TRAIN_WATCH] = run_id
+
+
+def _use_recipe() -> None:
+    """Put a named recipe's augmentation, model and training into the session; data stays."""
+    name = st.session_state[ui.TRAIN_RECIPE]
+    recipe = RECIPES[name]
+    st.session_state[ui.AUGMENT] = recipe.augment
+    st.session_state[ui.MODEL] = recipe.model
+    st.session_state[ui.TRAIN] = recipe.train
+    for field in TrainConfig.__dataclass_fields__:  # widgets re-read the new values
+        st.session_state.pop(_key(field), None)
+    st.session_state[ui.TRAIN_ACTION_MSG] = (
+        "info",
+        f"Using the {RECIPE_INFO[name].title} recipe for augmentation, model and training; "
+        "the dataset is unchanged.",
+    )
+
+
+def _recipe_picker() -> None:
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    name = c1.selectbox(
+        "Start from a recipe",
+        list(RECIPES),
+        format_func=lambda n: RECIPE_INFO[n].title,
+        key=ui.TRAIN_RECIPE,
+        help="Measured recipes: they set augmentation, model and training, not the dataset.",
+    )
+    c2.button("Use recipe", key=ui.TRAIN_RECIPE_USE, on_click=_use_recipe)
+    st.caption(RECIPE_INFO[name].description)
 
 
 def _hyperparameter_form() -> None:
@@ -471,6 +501,7 @@ def live_panel() -> None:
 ui.ensure_router()
 st.title("Train")
 _recipe_summary()
+_recipe_picker()
 _hyperparameter_form()
 st.divider()
 _any_active = any(r.state in runstore.ACTIVE_STATES for r in jobs.list_runs())

@@ -81,3 +81,20 @@ def test_a_refused_recipe_shows_a_message_and_starts_nothing():
     at.run()
     assert any("larger than the training split" in e.value for e in at.error)
     assert runstore.list_run_dirs() == []
+
+
+def test_picking_the_accurate_recipe_sets_model_augmentation_and_training():
+    at = open_train_page()
+    data_before = at.session_state[ui.DATA]
+    at.selectbox(key=ui.TRAIN_RECIPE).set_value("accurate")
+    at.run()
+    assert "93.5 %" in " ".join(c.value for c in at.caption)  # the recipe's description
+    at.button(key=ui.TRAIN_RECIPE_USE).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state[ui.MODEL].preset == "accurate_cnn"
+    assert at.session_state[ui.AUGMENT].horizontal_flip
+    assert at.session_state[ui.TRAIN].epochs == 20 and at.session_state[ui.TRAIN].tta_flip
+    assert at.session_state[ui.DATA] == data_before
+    assert field(at, "epochs").value == 20  # the form shows the recipe
+    assert "accurate_cnn" in " ".join(md.value for md in at.markdown)
