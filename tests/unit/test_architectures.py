@@ -245,7 +245,6 @@ IMPOSSIBLE = [
         10,
         r"seed_cnn's unpadded 3×3 convolution needs .* got 2×2",
     ),
-    (ModelConfig(), (2, 9, 1), 10, r"fast_cnn's unpadded 3×3 convolution needs .* got 2×9"),
 ]
 
 
