@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.data.images import as_rgb
+
 # Layers that only shrink or perturb a feature map; the one before them is more useful.
 _SKIP_TAIL = ("Pooling", "Dropout", "ZeroPadding", "Cropping")
 # Layers before any learned feature: never a Grad-CAM target.
@@ -167,12 +169,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
     """
     from PIL import Image
 
-    img = np.asarray(image, np.uint8)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    img = img[:, :, :3]
+    img = as_rgb(image)
     H, W = img.shape[:2]
     heat_img = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8), "L")
     heat_big = np.asarray(heat_img.resize((W, H), Image.Resampling.BILINEAR), np.float32) / 255.0

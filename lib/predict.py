@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.data.images import ImageDecodeError, decode_image, resize_image, to_channels
+from lib.data.images import ImageDecodeError, as_rgb, decode_image, resize_image, to_channels
 from lib.registry import ModelCard, ModelEntry, load_model_file
 
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
@@ -222,12 +222,7 @@ def latency(
 
 def display_image(image: np.ndarray, min_side: int = 224) -> np.ndarray:
     """An RGB uint8 copy big enough to look at (tiny images upscaled by pixel repetition)."""
-    img = np.asarray(image, np.uint8)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    img = img[:, :, :3]
+    img = as_rgb(image)
     factor = max(1, -(-min_side // max(1, min(img.shape[:2]))))
     if factor > 1:
         img = np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)

@@ -3,14 +3,15 @@
     from lib.recipes import RECIPES
     cfg = RECIPES["accurate"].replace(data=my_data_config)
 
-"fast" is meant to equal the app's defaults (``RunConfig()`` once TrainConfig's
-defaults are FAST_TRAIN's): the best accuracy per second of CPU training we
-measured. "accurate" trades time for the last points of accuracy. Both were
-measured through lib.training on Fashion-MNIST (60k/10k, 10 % held out for
-validation) on 2 CPU cores; ``make bench`` re-measures them into bench/results/:
+"fast" is the app's defaults (``RunConfig()``; TrainConfig's defaults are
+FAST_TRAIN's, and a test keeps them equal): the best accuracy per second of CPU
+training we measured. "accurate" trades time for the last points of accuracy.
+Both were measured through lib.training on Fashion-MNIST (60k/10k, 10 % held
+out for validation) on 2 CPU cores; ``make bench`` re-measures them into
+bench/results/:
 
-    fast      91 % after 3 epochs (20 s), 92.1 % after 6 (38 s)   [with the proposed fast_cnn]
-    accurate  93 % after 15 epochs, 93.5 % after 20 (flip augmentation + flip TTA)
+    fast      91 % after 3 epochs (20 s idle), 92.1 % after 6 (38 s idle)
+    accurate  93 % after 12-15 epochs (370 s idle), 93.4-93.5 % after 20 (600 s idle)
 
 A recipe's data part is the default; the Train page keeps the user's dataset.
 """

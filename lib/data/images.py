@@ -240,3 +240,13 @@ def to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
     weights = np.array([299, 587, 114], dtype=np.uint32)
     luma = (arr.astype(np.uint32) @ weights + 500) // 1000
     return luma.astype(np.uint8)[..., None]
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 array for display, from 2-D or 1-channel grayscale, RGB or RGBA."""
+    img = np.asarray(image, np.uint8)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return img[:, :, :3]

@@ -182,6 +182,13 @@ def errors(page) -> list[str]:
     ]
 
 
+def wait_connected(page, timeout_s: float = 90) -> None:
+    """Wait until the tab's websocket is connected (after a server restart it retries)."""
+    page.wait_for_selector(
+        '[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout_s * 1000
+    )
+
+
 def assert_healthy(page) -> None:
     """No traceback on the page and the connection to the server is up."""
     found = exceptions(page)

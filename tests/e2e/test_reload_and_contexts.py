@@ -27,6 +27,7 @@ from helpers import (
     options,
     select,
     set_number,
+    wait_connected,
     wait_for_text,
     wait_idle,
 )
@@ -154,6 +155,7 @@ def test_server_restart_while_training_keeps_the_status_true(
         time.sleep(2)
         assert jobs.process_alive(worker, _status(run_id).pid_start), "the worker died too"
         server.start()  # same port: the open tab reconnects by itself
+        wait_connected(page)
         wait_for_text(page, PROGRESS, timeout_s=120)
         wait_idle(page)
         assert_healthy(page)

@@ -49,7 +49,8 @@ def test_runs_lists_the_workspace_runs():
     by_id = {line.split()[0]: line for line in lines[1:]}
     assert set(by_id) == {a, b}
     assert "completed" in by_id[a] and "digits" in by_id[a] and "lenet5" in by_id[a]
-    assert "0.8750" in by_id[a] and "3/10" in by_id[a] and "0:01:15" in by_id[a]
+    epochs = RunConfig().train.epochs  # planned epochs: the default recipe's
+    assert "0.8750" in by_id[a] and f"3/{epochs}" in by_id[a] and "0:01:15" in by_id[a]
     assert "stopped" in by_id[b] and "shapes 64px" in by_id[b] and "0.2500" in by_id[b]
 
 

@@ -22,10 +22,10 @@ def test_recipe_round_trips_and_fits_fashion_mnist(name):
     assert cfg.train.warmup_epochs < cfg.train.epochs
 
 
-def test_fast_is_the_default_model_with_the_recommended_training():
-    assert RECIPES["fast"].model == RunConfig().model
-    assert RECIPES["fast"].augment == RunConfig().augment
-    assert RECIPES["fast"].train == FAST_TRAIN
+def test_fast_is_the_app_default():
+    # The benchmark's "fast" row measures what a user gets without changing anything.
+    assert RECIPES["fast"].replace(name="") == RunConfig()
+    assert RunConfig().train == FAST_TRAIN
 
 
 def test_accurate_mirrors_in_training_whenever_it_mirrors_at_test_time():

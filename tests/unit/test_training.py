@@ -143,6 +143,7 @@ def test_nan_loss_fails_cleanly_and_keeps_the_checkpoint():
         learning_rate=10.0,
         schedule="warmup_cosine",
         warmup_epochs=4.0,
+        label_smoothing=0.0,
     ).replace(model=model)
     path = runstore.create_run(cfg)
     assert jobs.run_here(path, echo=False, claim=True) == 1
