@@ -10,7 +10,7 @@ Both were measured through lib.training on Fashion-MNIST (60k/10k, 10 % held
 out for validation) on 2 CPU cores; ``make bench`` re-measures them into
 bench/results/:
 
-    fast      91 % after 3 epochs (20 s idle), 92.1 % after 6 (38 s idle)
+    fast      91 % after 3 epochs (20 s idle), 92.1 % after 6 (39 s idle)
     accurate  93 % after 12-15 epochs (370 s idle), 93.4-93.5 % after 20 (600 s idle)
 
 A recipe's data part is the default; the Train page keeps the user's dataset.
