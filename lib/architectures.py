@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.config import TRANSFER_PRESETS, ConvBlock, ModelConfig
+from lib.errors import KestrelError
 
 # Sides the transfer presets resize to: MobileNetV2's imagenet weights exist for
 # these square sizes only, and one rule for all three backbones is easy to explain.
@@ -63,7 +64,7 @@ MAX_HEAD_WEIGHTS = 200_000_000  # a flatten head bigger than this cannot train i
 MAX_ACTIVATION_BYTES = 1 << 30  # per image, float32; beyond this a batch cannot fit
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(KestrelError):
     """A model configuration that cannot be built; the message says which part and why."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lib.config import AugmentConfig
+from lib.errors import KestrelError
 
 VALUE_RANGE = (0, 255)  # every pipeline feeds raw pixels; models rescale inside themselves
 ERASING_PROBABILITY = 0.5  # share of images that get a patch, as in the Random Erasing paper
@@ -86,7 +87,7 @@ class LayerSpec:
         return self.class_name in CUSTOM_LAYERS
 
 
-class AugmentError(ValueError):
+class AugmentError(KestrelError):
     """Images or settings the augmentation cannot work with; the message says why."""
 
 

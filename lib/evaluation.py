@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from lib import runstore
+from lib.errors import KestrelError
 
 PREDICT_CHUNK = 1024  # images decoded at once: bounds memory on large test splits
 PROB_FLOOR = 1e-7  # clip before log so a confident mistake costs ~16, not infinity
 
 
-class PredictionsError(ValueError):
+class PredictionsError(KestrelError):
     """Predictions cannot be made or read for a run (missing model, unreadable file)."""
 
 

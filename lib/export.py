@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.errors import KestrelError
 from lib.predict import Predictor, get_predictor, preprocess, softmax
 from lib.registry import ModelEntry, load_model
 from lib.workspace import area
@@ -53,7 +54,7 @@ FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(KestrelError):
     """An export that cannot be made; the message says why and what to do."""
 
 

@@ -21,10 +21,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.errors import KestrelError
+
 MIN_MIXED_PRECISION_CAPABILITY = (7, 0)  # tensor cores: Volta and newer
 
 
-class HardwareError(ValueError):
+class HardwareError(KestrelError):
     """The run asks for hardware this machine does not have."""
 
 

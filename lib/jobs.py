@@ -37,6 +37,7 @@ from typing import Any
 
 from lib import runstore
 from lib.config import DataConfig, RunConfig
+from lib.errors import KestrelError
 from lib.runstore import RunStatus
 from lib.workspace import PROJECT_ROOT, WorkspaceError, workspace_root
 
@@ -45,7 +46,7 @@ LOCK_FILE = ".jobs.lock"
 PROGRESS_TAIL_BYTES = 64 * 1024
 
 
-class JobError(ValueError):
+class JobError(KestrelError):
     """An action that does not fit the run's state (e.g. deleting a running run)."""
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import runstore
+from lib.errors import KestrelError
 from lib.workspace import PROJECT_ROOT, WorkspaceError, area, new_id, safe_join
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,11 @@ BUILTIN_FUNCTION_MODULES = (
 )
 
 
-class RegistryError(ValueError):
+class RegistryError(KestrelError):
     """A registry problem a user can fix (bad name, duplicate, missing file, bad card)."""
 
 
-class UnsafeModelError(ValueError):
+class UnsafeModelError(KestrelError):
     """An uploaded model file was refused; the message says why and what to do."""
 
 

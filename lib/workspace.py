@@ -12,10 +12,12 @@ import os
 import secrets
 from pathlib import Path
 
+from lib.errors import KestrelError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class WorkspaceError(ValueError):
+class WorkspaceError(KestrelError):
     """A path or workspace problem a user can fix (bad name, unwritable folder)."""
 
 

@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lib.errors import KestrelError
 from lib.workspace import new_id, safe_join
 
 
-class ArchiveError(ValueError):
+class ArchiveError(KestrelError):
     """An archive refused as a whole; the message names it and says why."""
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lib.data.images import ImageDecodeError, load_image_file, resize_image, to_channels
+from lib.errors import KestrelError
 
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(KestrelError):
     """A dataset that cannot be loaded as asked; the message says what to do."""
 
 

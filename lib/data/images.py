@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from lib.errors import KestrelError
+
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 # File extensions that may hold each format; a file whose content does not match
 # its extension is refused (a polyglot or a renamed file is not what it claims).
@@ -52,7 +54,7 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(KestrelError):
     """A file that is not a readable, supported image; the message names the file."""
 
     def __init__(self, name: str, reason: str):

@@ -21,6 +21,7 @@ from pathlib import Path
 from lib.data.archives import DEFAULT_LIMITS, ArchiveError, ExtractResult, ZipLimits, extract_zip
 from lib.data.dataset import DatasetError
 from lib.data.images import EXTENSIONS, ImageDecodeError, probe_image
+from lib.errors import KestrelError
 from lib.workspace import WorkspaceError, area, new_id, safe_join
 
 MANIFEST = "manifest.json"
@@ -30,7 +31,7 @@ _JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 _ID = re.compile(r"^up-[0-9a-f]{12}$")
 
 
-class UploadError(ValueError):
+class UploadError(KestrelError):
     """An upload that cannot become a dataset; the message says what to change."""
 
 
