@@ -11,6 +11,7 @@ whole batch, so 3000 64×64 images take well under a second.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,12 +57,24 @@ def _mask(kind: str, size: int, cx: float, cy: float, r: float, angle: float) ->
     return np.asarray(small, dtype=np.float32) / 255.0
 
 
-def generate_shapes(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``count`` RGB images of side ``size``, balanced over the six classes.
+@dataclass(frozen=True)
+class _Draws:
+    """Every random choice of one batch, in the order the generator draws them."""
 
-    Returns:
-        ``(images uint8 (count, size, size, 3), labels int32 (count,))``.
-    """
+    labels: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    theta: np.ndarray
+    colour: np.ndarray
+    radius: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    angle: np.ndarray
+    noise_std: np.ndarray
+    noise_seed: int
+
+
+def _draw(count: int, size: int, seed: int) -> _Draws:
     rng = np.random.default_rng(seed)
     k = len(CLASS_NAMES)
     labels = rng.permutation(np.arange(count) % k).astype(np.int32)
@@ -84,6 +97,43 @@ def generate_shapes(count: int, size: int, seed: int) -> tuple[np.ndarray, np.nd
     angle = rng.uniform(0, 2 * np.pi, count)
     noise_std = rng.uniform(0, 12, count).astype(np.float32)
     noise_seed = int(rng.integers(0, 2**63 - 1))
+    return _Draws(labels, c0, c1, theta, colour, radius, cx, cy, angle, noise_std, noise_seed)
+
+
+def shape_boxes(count: int, size: int, seed: int) -> np.ndarray:
+    """The bounding box of the shape in each image :func:`generate_shapes` makes.
+
+    Same arguments, same random draws, so box ``i`` belongs to image ``i``; no
+    image is drawn, so this is cheap.
+
+    Returns:
+        float32 (count, 4): ``(x0, y0, x1, y1)`` in pixels, x to the right and y
+        down, clipped to the image.
+    """
+    d = _draw(count, size, seed)
+    boxes = np.empty((count, 4), np.float32)
+    for i in range(count):
+        kind = CLASS_NAMES[d.labels[i]]
+        cx, cy, r = float(d.cx[i]), float(d.cy[i]), float(d.radius[i])
+        if kind == "circle":
+            boxes[i] = (cx - r, cy - r, cx + r, cy + r)
+        else:
+            pts = np.asarray(_polygon(kind, cx, cy, r, float(d.angle[i])))
+            boxes[i] = (*pts.min(axis=0), *pts.max(axis=0))
+    return np.clip(boxes, 0, size)
+
+
+def generate_shapes(count: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generate ``count`` RGB images of side ``size``, balanced over the six classes.
+
+    Returns:
+        ``(images uint8 (count, size, size, 3), labels int32 (count,))``.
+    """
+    d = _draw(count, size, seed)
+    labels, c0, c1, theta, colour = d.labels, d.c0, d.c1, d.theta, d.colour
+    radius, cx, cy, angle, noise_std, noise_seed = (
+        d.radius, d.cx, d.cy, d.angle, d.noise_std, d.noise_seed
+    )  # fmt: skip
 
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     out = np.empty((count, size, size, 3), np.uint8)
