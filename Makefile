@@ -46,6 +46,10 @@ test: system $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
+# The quick tiers (lib and pages, a few minutes); tests/slow and tests/e2e are left out.
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/unit tests/app
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

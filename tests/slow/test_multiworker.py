@@ -16,6 +16,8 @@ from lib import runstore
 from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from lib.workspace import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow
+
 TIMEOUT_S = 300  # two cold TensorFlow imports plus the collective set-up on 2 shared cores
 
 

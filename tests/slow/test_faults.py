@@ -26,6 +26,8 @@ from lib import jobs, runstore
 from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from lib.workspace import PROJECT_ROOT, WorkspaceError
 
+pytestmark = pytest.mark.slow
+
 REAP_DEADLINE_S = 10.0  # the bound: a dead worker is marked failed within 10 s
 WORKER_TIMEOUT_S = 240.0  # a worker's cold TensorFlow import on 2 shared cores is slow
 KILL_POINTS = ("startup", "mid_epoch", "epoch_end")
