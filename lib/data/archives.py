@@ -4,7 +4,10 @@ Only zip is accepted. Before a byte is written, every entry in the central
 directory is checked: no path traversal (``..``, absolute paths, backslashes,
 drive letters), no symbolic links, no encrypted entries, and caps on the number
 of entries, the total and per-entry uncompressed size and the compression ratio
-(zip bombs). While extracting, the bytes actually inflated are counted too, so a
+(zip bombs). The entry cap holds while the central directory is read: its headers
+are walked and counted, without building an object per entry, before the standard
+library parses them, so an end record that under-reports the count cannot make
+it parse a million entries first. While extracting, the bytes actually inflated are counted too, so a
 header that lies about its size cannot get past the caps. Everything is written
 into a temporary folder beside the destination and renamed into place only when
 the whole archive succeeded: a refused archive leaves nothing behind.
@@ -39,6 +42,7 @@ class ZipLimits:
     """Caps applied to an archive before and during extraction."""
 
     max_entries: int = 50_000  # files and folders in the central directory
+    max_directory_bytes: int = 64 * 1024**2  # the central directory (50k long names fit)
     max_total_bytes: int = 2 * 1024**3  # sum of uncompressed sizes
     max_entry_bytes: int = 64 * 1024**2  # one file, uncompressed (same as the image cap)
     max_ratio: float = 100.0  # uncompressed / compressed, per entry and for the whole archive
@@ -157,6 +161,63 @@ def declared_entries(fh) -> int | None:
     return struct.unpack_from("<Q", record, 32)[0]
 
 
+_CD_HEADER = 46  # fixed part of a central-directory header
+
+
+def scan_central_directory(fh, archive: str, limits: ZipLimits) -> int:
+    """Count the central directory's entries the way zipfile will read them, within the caps.
+
+    zipfile reads the whole directory and builds a ZipInfo per header, trusting the
+    end record only for where the directory is and how many bytes it spans. This
+    walks the same bytes header by header (fixed part, then skips the name, extra
+    field and comment) and stops as soon as the entry or byte cap is passed.
+
+    Returns:
+        the number of entries.
+
+    Raises:
+        ArchiveError: no end record, a directory larger than the caps allow, or a
+            header that is not where the directory says.
+    """
+    try:
+        endrec = zipfile._EndRecData(fh)  # the very lookup ZipFile uses
+    except OSError:
+        endrec = None
+    if not endrec:
+        raise ArchiveError(f"{archive} is not a readable zip archive (no end record)")
+    size_cd = endrec[zipfile._ECD_SIZE]
+    start = endrec[zipfile._ECD_LOCATION] - size_cd
+    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if size_cd > limits.max_directory_bytes:
+        raise ArchiveError(
+            f"{archive} has a {size_cd / 2**20:.0f} MB file list; at most "
+            f"{limits.max_directory_bytes // 2**20} MB ({limits.max_entries:,} entries) are allowed"
+        )
+    if start < 0:
+        raise ArchiveError(f"{archive} is not a readable zip archive (bad directory offset)")
+    fh.seek(start)
+    count = total = 0
+    try:
+        while total < size_cd:
+            head = fh.read(_CD_HEADER)
+            if len(head) != _CD_HEADER or head[:4] != b"PK\x01\x02":
+                raise ArchiveError(f"{archive} is not a readable zip archive (corrupt file list)")
+            count += 1
+            if count > limits.max_entries:
+                raise ArchiveError(
+                    f"{archive} has more than {limits.max_entries:,} entries; "
+                    f"at most {limits.max_entries:,} are allowed"
+                )
+            name_len, extra_len, comment_len = struct.unpack_from("<3H", head, 28)
+            skip = name_len + extra_len + comment_len
+            fh.seek(skip, os.SEEK_CUR)
+            total += _CD_HEADER + skip
+    finally:
+        fh.seek(0)
+    return count
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str, budget: int) -> bytes:
     """Inflate one entry, never more than its declared size or the remaining budget."""
     cap = min(info.file_size, budget)
@@ -213,6 +274,7 @@ def extract_zip(
             raise ArchiveError(
                 f"{archive} has {count:,} entries; at most {limits.max_entries:,} are allowed"
             )
+        scan_central_directory(fh, archive, limits)
         try:
             zf = zipfile.ZipFile(fh)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:

@@ -276,3 +276,67 @@ def test_directory_upload_caps():
 )
 def test_class_names_are_sanitised(raw, clean):
     assert sanitize_class_name(raw) == clean
+
+
+def lying_count_zip(n: int, declared: int = 10) -> bytes:
+    """``n`` tiny central-directory headers behind an end record that claims ``declared``.
+
+    The headers point at no local data (nothing is ever extracted); zipfile still
+    parses every one of them when it opens the archive.
+    """
+    header = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0,
+                         1, 0, 0, 0, 0, 0, 0) + b"a"  # fmt: skip
+    cd = header * n
+    eocd = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, declared, declared, len(cd), 0, 0)
+    return cd + eocd
+
+
+def test_a_lying_end_record_really_makes_zipfile_parse_every_header():
+    """What the scan guards against: the standard library trusts the bytes, not the count."""
+    n = DEFAULT_LIMITS.max_entries + 5_000
+    data = lying_count_zip(n)
+    assert declared_entries(io.BytesIO(data)) == 10
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert len(zf.infolist()) == n
+
+
+def test_real_entry_cap_stops_a_lying_end_record_while_reading(tmp_path):
+    """200k headers (9 MB) under a record claiming 10: refused at the default cap, early."""
+    import tracemalloc
+
+    data = lying_count_zip(200_000)
+    calls = []
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError, match=r"more than 50,000 entries"):
+            extract_zip(data, tmp_path / "out", plan=lambda names: calls.append(names) or ({}, []))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert calls == []  # refused before any ZipInfo was handed on
+    # zipfile would hold 200k ZipInfo objects (~90 MB); the scan holds one header at a time.
+    assert peak < 4 * 2**20
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_directory_byte_cap_refuses_before_reading(tmp_path):
+    """An end record claiming a file list larger than the cap is refused unread."""
+    eocd = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, 65 * 2**20, 0, 0)
+    data = b"PK\x03\x04" + b"\x00" * 100 + eocd
+    with pytest.raises(ArchiveError, match="65 MB file list; at most 64 MB"):
+        extract_zip(data, tmp_path / "out", plan=lambda n: ({}, []))
+
+
+def test_archive_at_the_entry_cap_still_opens(tmp_path):
+    data = lying_count_zip(DEFAULT_LIMITS.max_entries, declared=DEFAULT_LIMITS.max_entries)
+    from lib.data.archives import scan_central_directory
+
+    assert scan_central_directory(io.BytesIO(data), "a.zip", DEFAULT_LIMITS) == 50_000
+
+
+def test_truncated_file_list_is_refused(tmp_path):
+    data = bytearray(make_zip(GOOD))
+    pos = data.rfind(b"PK\x01\x02")
+    data[pos : pos + 4] = b"XXXX"
+    with pytest.raises(ArchiveError, match="corrupt file list"):
+        extract_zip(bytes(data), tmp_path / "out", plan=lambda n: ({}, []))
