@@ -267,14 +267,25 @@ def _is_junk(name: str) -> bool:
     return name.startswith(".") or name in JUNK_NAMES
 
 
+LINKED_FOLDER = (
+    "a symbolic link to a folder is not followed; copy the images here, or point the "
+    "dataset at the folder the link leads to"
+)
+
+
+def _real_dir(entry: Path) -> bool:
+    """A directory that is not a symbolic link: links could lead out of the shared roots."""
+    return entry.is_dir() and not entry.is_symlink()
+
+
 def class_root(folder: Path) -> Path:
     """Descend through lone wrapper folders (``data/`` around the class folders)."""
     for _ in range(4):
         entries = [e for e in folder.iterdir() if not _is_junk(e.name)]
-        dirs = [e for e in entries if e.is_dir()]
+        dirs = [e for e in entries if _real_dir(e)]
         if len(dirs) == 1 and len(entries) == 1:
             inner = [e for e in dirs[0].iterdir() if not _is_junk(e.name)]
-            if any(e.is_dir() for e in inner):
+            if any(_real_dir(e) for e in inner):
                 folder = dirs[0]
                 continue
         break
@@ -289,21 +300,32 @@ MAX_FOLDER_FILES = 2_000_000
 def scan_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray, list[tuple[str, str]]]:
     """List the images of a class-per-sub-folder directory (recursively per class).
 
+    Symbolic links to folders (a class folder or one inside it) are not followed
+    but listed as skipped: one could lead outside the folders the server shares.
+
     Returns:
         ``(class_names, paths, labels, skipped)``: paths in sorted order, labels
         int32, and ``(file, reason)`` for files that are not images by name.
     """
-    classes = sorted(e.name for e in folder.iterdir() if e.is_dir() and not _is_junk(e.name))
+    entries = sorted(e for e in folder.iterdir() if not _is_junk(e.name))
+    classes = [e.name for e in entries if _real_dir(e)]
     paths: list[str] = []
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
     seen = 0
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and not _is_junk(entry.name):
+    for entry in entries:
+        if entry.is_symlink() and entry.is_dir():
+            skipped.append((str(entry), LINKED_FOLDER))
+        elif entry.is_file():
             skipped.append((str(entry), "not inside a class folder"))
     for k, name in enumerate(classes):
         for root, dirnames, filenames in os.walk(folder / name, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
+            for d in dirnames:
+                if os.path.islink(os.path.join(root, d)):
+                    skipped.append((os.path.join(root, d), LINKED_FOLDER))
+            dirnames[:] = sorted(
+                d for d in dirnames if not _is_junk(d) and not os.path.islink(os.path.join(root, d))
+            )
             for fname in sorted(filenames):
                 if _is_junk(fname):
                     continue

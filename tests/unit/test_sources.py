@@ -316,3 +316,37 @@ def test_load_dataset_caches_per_config():
     assert load_dataset(cfg) is load_dataset(DataConfig.from_json(cfg.to_json()))
     assert load_dataset(cfg.replace(seed=1)) is not load_dataset(cfg)
     clear_cache()
+
+
+def test_symlinked_folders_never_lead_out_of_the_shared_roots(tmp_path, monkeypatch):
+    """Class folders, folders inside them and wrapper folders that are links are not followed."""
+    outside = tmp_path / "private"
+    for cls in ("secret", "other"):
+        for i in range(3):
+            _write(outside / cls / f"{i}.png", np.full((6, 6, 3), 200, np.uint8))
+    shared = tmp_path / "shared"
+    for cls in ("a", "b"):
+        for i in range(3):
+            _write(shared / "set" / cls / f"{i}.png", np.zeros((6, 6, 3), np.uint8))
+    (shared / "set" / "secret").symlink_to(outside / "secret", target_is_directory=True)
+    (shared / "set" / "a" / "more").symlink_to(outside / "other", target_is_directory=True)
+    (shared / "wrapped").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv("KESTREL_DATA_ROOTS", str(shared))
+
+    ds = load_dataset(DataConfig(source="folder", path=str(shared / "set")), cache=False)
+    assert ds.class_names == ["a", "b"]
+    assert sum(ds.counts().values()).tolist() == [3, 3]
+    refs = [r for split in ds.splits.values() for r in split.refs]
+    assert not any("private" in r or "secret" in r or "more" in r for r in refs)
+    skipped = {Path(f).name: reason for f, reason in ds.skipped}
+    assert "symbolic link to a folder" in skipped["secret"]
+    assert "symbolic link to a folder" in skipped["more"]
+
+    # A root whose only entry is a link: the link is neither descended into nor a class.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "data").symlink_to(outside, target_is_directory=True)
+    assert src.class_root(lone) == lone
+    classes, paths, _, skipped = src.scan_folder(lone)
+    assert classes == [] and paths == []
+    assert [Path(f).name for f, _ in skipped] == ["data"]
