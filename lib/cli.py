@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from lib import jobs, runstore
+from lib import jobs, runs, runstore
 from lib.config import RunConfig
+from lib.errors import KestrelError
 from lib.workspace import WorkspaceError
 
 
@@ -79,7 +80,7 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def format_runs_table(rows: list[jobs.RunSummary]) -> str:
+def format_runs_table(rows: list[runs.RunView]) -> str:
     """The runs as a plain-text table."""
     header = ("ID", "STATE", "DATASET", "MODEL", "BEST VAL ACC", "EPOCHS", "DURATION", "STARTED")
     lines = [header]
@@ -105,7 +106,7 @@ def format_runs_table(rows: list[jobs.RunSummary]) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     jobs.reap()
-    rows = jobs.list_runs()
+    rows = runs.list_views()
     if not rows:
         print("no runs yet")
         return 0
@@ -147,6 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # JobError, WorkspaceError: a message, not a traceback
+    except KestrelError as exc:  # JobError, WorkspaceError: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

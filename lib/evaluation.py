@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lib import runstore
+from lib import runs, runstore
 from lib.errors import KestrelError
 
 PREDICT_CHUNK = 1024  # images decoded at once: bounds memory on large test splits
@@ -486,31 +486,26 @@ def confusion_csv(cm: np.ndarray, class_names: list[str]) -> str:
 
 def completed_runs(root: Path | None = None) -> list[Path]:
     """Completed runs that have a model, newest first."""
-    return [
-        p
-        for p in runstore.list_run_dirs(root)
-        if runstore.read_status(p).state == "completed" and (p / runstore.MODEL_FILE).is_file()
-    ]
+    return [view.path for view in runs.completed_views(root)]
 
 
 def run_label(run_dir: Path) -> str:
     """``name · id`` for a run, or just the id when it has no name."""
-    try:
-        name = runstore.read_config(run_dir).name
-    except ValueError:
-        name = ""
-    return f"{name} · {run_dir.name}" if name else run_dir.name
+    view = runs.view_of(run_dir)
+    return f"{view.name} · {view.run_id}" if view.name else view.run_id
 
 
 def load_history(run_dir: Path | str):
-    """The run's per-epoch history (history.csv from CSVLogger) as a DataFrame; empty if none."""
+    """The run's per-epoch history as a DataFrame (``epoch`` 0-based, as CSVLogger writes it).
+
+    Read by :func:`lib.runstore.read_history`; empty if there is none yet.
+    """
     import pandas as pd
 
-    path = Path(run_dir) / runstore.HISTORY_FILE
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
+    columns = dict(runs.view_of(run_dir).history)
+    if "epoch" in columns:
+        columns["epoch"] = [int(e) - 1 for e in columns["epoch"]]
+    return pd.DataFrame(columns)
 
 
 _PARAM_CACHE: dict[tuple[str, float], int] = {}
@@ -518,13 +513,13 @@ _PARAM_CACHE: dict[tuple[str, float], int] = {}
 
 def count_parameters(run_dir: Path | str) -> int | None:
     """Total parameters of the run's model: from metrics.json when recorded, else from model.keras."""
-    run_dir = Path(run_dir)
-    metrics = runstore.read_metrics(run_dir)
+    view = runs.view_of(run_dir)
     for key in ("params", "parameters", "num_params"):
-        if isinstance(metrics.get(key), int):
-            return metrics[key]
+        if isinstance(view.metrics.get(key), int):
+            return view.metrics[key]
+    run_dir = view.path
     path = run_dir / runstore.MODEL_FILE
-    if not path.is_file():
+    if not view.has_model:
         return None
     key = (str(path), path.stat().st_mtime)
     if key not in _PARAM_CACHE:
@@ -536,32 +531,32 @@ def count_parameters(run_dir: Path | str) -> int | None:
 
 
 def run_summary(run_dir: Path | str) -> dict[str, Any]:
-    """What the Compare page's table shows for one run."""
-    run_dir = Path(run_dir)
-    cfg = runstore.read_config(run_dir)
-    status = runstore.read_status(run_dir)
-    metrics = runstore.read_metrics(run_dir)
-    history = load_history(run_dir)
-    best = metrics.get("best_val_accuracy")
-    if best is None and "val_accuracy" in history:
-        best = float(history["val_accuracy"].max())
-    seconds = metrics.get("train_seconds")
-    if seconds is None and status.started and status.ended:
-        seconds = status.ended - status.started
-    test_acc = metrics.get("test_accuracy", metrics.get("val_accuracy"))
-    if test_acc is None and has_predictions(run_dir):
-        preds = load_predictions(run_dir)
+    """What the Compare page's table shows for one run.
+
+    Raises:
+        lib.runs.RunReadError: the run's config.json cannot be read.
+    """
+    view = runs.view_of(run_dir)
+    if view.config_error:
+        raise runs.RunReadError(view.config_error)
+    cfg, metrics = view.config, view.metrics
+    seconds = view.duration_s
+    test_acc = view.test_accuracy
+    if test_acc is None:
+        test_acc = metrics.get("val_accuracy")
+    if test_acc is None and has_predictions(view.path):
+        preds = load_predictions(view.path)
         test_acc = accuracy(preds.y_true, preds.y_pred)
     return {
-        "run": run_label(run_dir),
+        "run": run_label(view.path),
         "dataset": cfg.data.source,
-        "model": cfg.model.preset,
-        "parameters": count_parameters(run_dir),
+        "model": view.model,
+        "parameters": count_parameters(view.path),
         "augmentation": cfg.augment.preset,
         "optimizer": f"{cfg.train.optimizer} · {cfg.train.learning_rate:g}",
         "batch_size": cfg.train.batch_size,
-        "epochs": int(metrics.get("epochs_done", len(history))),
+        "epochs": int(metrics.get("epochs_done", view.epochs_done)),
         "train_seconds": None if seconds is None else round(float(seconds), 1),
-        "best_val_accuracy": best,
+        "best_val_accuracy": view.best_val_accuracy,
         "test_accuracy": test_acc,
     }

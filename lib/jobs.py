@@ -18,10 +18,8 @@ This module does not import TensorFlow; pages import it freely.
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import json
-import math
 import os
 import re
 import shutil
@@ -35,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib import runstore
-from lib.config import DataConfig, RunConfig
+from lib import runs, runstore
+from lib.config import RunConfig
 from lib.errors import KestrelError
 from lib.runstore import RunStatus
-from lib.workspace import PROJECT_ROOT, WorkspaceError, workspace_root
+from lib.workspace import PROJECT_ROOT, workspace_root
 
 MAX_CONCURRENT_ENV = "KESTREL_MAX_CONCURRENT_RUNS"
 LOCK_FILE = ".jobs.lock"
@@ -344,11 +342,7 @@ _TMP_MKSTEMP_NAME = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp")
 _RUN_FILES = frozenset(
     value for key, value in vars(runstore).items() if key.endswith("_FILE") and "." in value
 )
-_BACKUP_FILES = frozenset(
-    name + suffix
-    for name in ("training_metadata.json", "latest.weights.h5")
-    for suffix in ("", ".bkp")
-)
+_BACKUP_FILES = runstore.BACKUP_FILES
 
 
 def remove_temp_files(path: Path) -> list[str]:
@@ -438,109 +432,13 @@ def run_here(path: Path, *, echo: bool = True, claim: bool = True) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Reading runs (for pages and the CLI)
+# Reading runs: lib.runs is the read model; these names stay for existing callers.
 
-
-@dataclass
-class RunSummary:
-    """One row of the runs table."""
-
-    run_id: str
-    name: str
-    state: str
-    dataset: str
-    model: str
-    epochs_done: int
-    epochs: int
-    best_val_accuracy: float | None
-    test_accuracy: float | None
-    created: float
-    started: float | None
-    duration_s: float | None
-    error: str = ""
-    warning: str = ""
-    stop_requested: bool = False
-
-
-def describe_dataset(cfg: DataConfig) -> str:
-    """A short dataset label for tables ("digits", "shapes 64px", "folder:/data/x")."""
-    label = cfg.source
-    if cfg.source == "shapes":
-        label += f" {cfg.shapes_size}px"
-    if cfg.source in ("folder", "upload"):
-        label += f":{Path(cfg.path).name or cfg.path}"
-    if cfg.image_size:
-        label += f" →{cfg.image_size}px"
-    return label
-
-
-def read_history(path: Path) -> dict[str, list[float]]:
-    """history.csv as columns (epoch is 1-based); empty dict if none yet."""
-    try:
-        with open(Path(path) / runstore.HISTORY_FILE, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError:
-        return {}
-    columns: dict[str, list[float]] = {}
-    for row in rows:
-        if not str(row.get("epoch", "")).isdigit():
-            continue
-        for key, value in row.items():
-            if key is None:
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                number = math.nan
-            columns.setdefault(key, []).append(number + 1 if key == "epoch" else number)
-    return columns
-
-
-def _best(values: list[float] | None) -> float | None:
-    finite = [v for v in values or [] if math.isfinite(v)]
-    return max(finite) if finite else None
-
-
-def summarize(path: Path) -> RunSummary:
-    """The runs-table row of one run directory."""
-    status = runstore.read_status(path)
-    try:
-        config = runstore.read_config(path)
-    except ValueError:
-        config = RunConfig()
-    history = read_history(path)
-    metrics = runstore.read_metrics(path)
-    if status.started is None:
-        duration = None
-    elif status.state == "completed" and metrics.get("train_seconds") is not None:
-        duration = float(metrics["train_seconds"])
-    else:
-        duration = (status.ended or time.time()) - status.started
-    return RunSummary(
-        run_id=path.name,
-        name=config.name,
-        state=status.state,
-        dataset=describe_dataset(config.data),
-        model=config.model.preset,
-        epochs_done=len(history.get("epoch", [])),
-        epochs=config.train.epochs,
-        best_val_accuracy=_best(history.get("val_accuracy")),
-        test_accuracy=metrics.get("test_accuracy"),
-        created=status.created,
-        started=status.started,
-        duration_s=duration,
-        error=status.error,
-        warning=status.warning,
-        stop_requested=status.stop_requested,
-    )
-
-
-def list_runs() -> list[RunSummary]:
-    """Every run in the workspace, newest first."""
-    try:
-        return [summarize(p) for p in runstore.list_run_dirs()]
-    except WorkspaceError:
-        return []
+RunSummary = runs.RunView
+summarize = runs.view_of
+list_runs = runs.list_views
+describe_dataset = runs.describe_dataset
+read_history = runstore.read_history
 
 
 @dataclass

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib import runstore
+from lib import runs, runstore
 from lib.errors import KestrelError
 from lib.workspace import PROJECT_ROOT, WorkspaceError, area, new_id, safe_join
 
@@ -307,11 +307,7 @@ def run_entry(run_dir: Path) -> ModelEntry:
 
 def completed_runs() -> list[Path]:
     """Runs that finished and left a model, newest first."""
-    return [
-        p
-        for p in runstore.list_run_dirs()
-        if runstore.read_status(p).state == "completed" and (p / runstore.MODEL_FILE).is_file()
-    ]
+    return [view.path for view in runs.completed_views()]
 
 
 def save_run_to_registry(run_dir: Path, name: str) -> Path:

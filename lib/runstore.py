@@ -8,7 +8,8 @@ Layout of ``<workspace>/runs/<run_id>/``::
     progress.jsonl   throttled batch/epoch progress events, one JSON per line
     model.keras      best model by validation metric
     last.weights.h5  weights after the last finished epoch
-    backup/          keras BackupAndRestore checkpoint (resume)
+    backup/          keras BackupAndRestore checkpoint (resume): training_metadata.json
+                     and latest.weights.h5, each with a ".bkp" copy of the previous one
     tensorboard/     TensorBoard logs
     metrics.json     final test/validation metrics
     predictions.npz  y_true, probabilities and image references of the test split
@@ -23,7 +24,9 @@ file and a crash never leaves a half-written one behind as if complete.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -50,6 +53,15 @@ PREDICTIONS_FILE = "predictions.npz"
 LOG_FILE = "log.txt"
 LR_PLAN_FILE = "lr_plan.json"
 STOP_FILE = "stop.request"
+
+# Inside BACKUP_DIR: keras.callbacks.BackupAndRestore's pair, and the suffix of the
+# copy of the previous pair that lib.training keeps (a kill mid-write leaves one good).
+BACKUP_METADATA = "training_metadata.json"
+BACKUP_WEIGHTS = "latest.weights.h5"
+BACKUP_PREVIOUS = ".bkp"
+BACKUP_FILES = frozenset(
+    name + suffix for name in (BACKUP_METADATA, BACKUP_WEIGHTS) for suffix in ("", BACKUP_PREVIOUS)
+)
 
 
 @dataclass
@@ -155,3 +167,29 @@ def read_metrics(path: Path) -> dict[str, Any]:
         return json.loads((Path(path) / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    """history.csv as columns, ``epoch`` 1-based (the end of that epoch); {} if none yet.
+
+    Rows whose epoch is not a whole number (a line being written) are skipped, and
+    a value that is not a number reads as NaN.
+    """
+    try:
+        with open(Path(path) / HISTORY_FILE, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return {}
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        if not str(row.get("epoch", "")).isdigit():
+            continue
+        for key, value in row.items():
+            if key is None:
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            columns.setdefault(key, []).append(number + 1 if key == "epoch" else number)
+    return columns
