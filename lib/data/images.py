@@ -5,7 +5,13 @@ deliberately narrow:
 
 - Pillow only, limited to JPEG, PNG, BMP, GIF, WEBP and TIFF;
 - the declared size is checked *before* pixels are decoded, so a decompression
-  bomb (a tiny file declaring a gigantic canvas) is refused without allocating it;
+  bomb (a tiny file declaring a gigantic canvas) is refused without allocating it.
+  At most ``KESTREL_MAX_IMAGE_PIXELS`` pixels (default 40 million) are decoded:
+  a larger JPEG (a 100-megapixel poster) is decoded at 1/2, 1/4 or 1/8 scale by
+  libjpeg itself (Pillow's draft mode) so it fits; other formats cannot be read
+  smaller, so above the limit they are refused with a message naming the setting.
+  When the caller knows the size it will resize to, JPEGs are decoded no larger
+  than needed and other formats are reduced right after decoding;
 - EXIF orientation is applied, so a phone photo comes out upright;
 - animated images give their first frame;
 - every mode is normalised to ``RGB`` or ``L`` uint8 (CMYK, 16-bit, palette with
@@ -42,14 +48,17 @@ EXTENSIONS = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
-MAX_PIXELS = 40_000_000  # ~ a 7000×5700 photo; anything bigger is treated as a bomb
+MAX_PIXELS = 40_000_000  # default decode budget: ~ a 7000×5700 photo, 160 MB as RGBA
+PIXELS_SETTING = "KESTREL_MAX_IMAGE_PIXELS"  # raises (or lowers) MAX_PIXELS
+JPEG_SCALES = (1, 2, 4, 8)  # what libjpeg can decode to directly (DCT scaling)
 MAX_SIDE = 20_000  # a 1×40M strip is as unusable as a bomb
 MAX_FILE_BYTES = 64 * 1024 * 1024  # one image file; far above any real photo
 
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
-# Pillow's own bomb guard raises at 2× this; our check below runs first and is stricter.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pillow's own bomb guard (warns at this, raises at 2×) stays as a second line behind
+# ours; it is set in _open to what a JPEG decoded at 1/8 scale may declare.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS * JPEG_SCALES[-1] ** 2
 # A truncated file must fail, not decode to a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -63,8 +72,50 @@ class ImageDecodeError(KestrelError):
         super().__init__(f"{name}: {reason}")
 
 
-def _open(data: bytes, name: str) -> Image.Image:
-    """Open ``data`` lazily (header only) and check format, extension and size."""
+def max_image_pixels() -> int:
+    """The decode budget in pixels: ``KESTREL_MAX_IMAGE_PIXELS`` or :data:`MAX_PIXELS`."""
+    raw = os.environ.get(PIXELS_SETTING, "").strip().replace("_", "")
+    if not raw:
+        return MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(
+            f"{PIXELS_SETTING} must be a whole number of pixels (e.g. 150000000), got {raw!r}"
+        )
+    return value
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:.3g}"
+
+
+def _too_many_pixels(w: int, h: int, limit: int) -> str:
+    return (
+        f"too many pixels: {w}×{h} is {_megapixels(w * h)} megapixels and at most "
+        f"{_megapixels(limit)} megapixels are decoded (JPEGs up to "
+        f"{_megapixels(limit * JPEG_SCALES[-1] ** 2)} are read downscaled); set "
+        f"{PIXELS_SETTING} to raise the limit, which guards against decompression bombs"
+    )
+
+
+def _jpeg_scale(w: int, h: int, limit: int) -> int | None:
+    """The least DCT scale that decodes a w×h JPEG within ``limit`` pixels, or None."""
+    for s in JPEG_SCALES:
+        if -(-w // s) * -(-h // s) <= limit:
+            return s
+    return None
+
+
+def _open(data: bytes, name: str) -> tuple[Image.Image, int]:
+    """Open ``data`` lazily (header only) and check format, extension and size.
+
+    Returns:
+        ``(image, scale)``: the JPEG decode scale that keeps it within the pixel
+        budget (1 for other formats, which are refused above it).
+    """
     if not data:
         raise ImageDecodeError(name, "the file is empty (0 bytes)")
     if len(data) > MAX_FILE_BYTES:
@@ -77,13 +128,18 @@ def _open(data: bytes, name: str) -> Image.Image:
             name,
             f"'{ext}' is not a supported image type; use JPEG, PNG, BMP, GIF, WEBP or TIFF",
         )
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit * JPEG_SCALES[-1] ** 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(
-            name, "the image declares too many pixels (decompression bomb)"
+            name,
+            f"too many pixels: more than {_megapixels(Image.MAX_IMAGE_PIXELS or 0)} megapixels "
+            f"declared; set {PIXELS_SETTING} to raise the limit "
+            f"(now {_megapixels(limit)} megapixels), which guards against decompression bombs",
         ) from None
     except Exception:
         raise ImageDecodeError(
@@ -94,13 +150,18 @@ def _open(data: bytes, name: str) -> Image.Image:
             name, f"the file is a {img.format} image but its extension says {ext}; rename it"
         )
     w, h = img.size
-    if w < 1 or h < 1 or w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
+    scale = 1
+    if w >= 1 and h >= 1 and w * h > limit:
+        scale = _jpeg_scale(w, h, limit) if img.format == "JPEG" else None
+        if scale is None:
+            raise ImageDecodeError(name, _too_many_pixels(w, h, limit))
+    if w < 1 or h < 1 or -(-max(w, h) // scale) > MAX_SIDE:
         raise ImageDecodeError(
             name,
             f"declared size {w}×{h} is outside the allowed range "
-            f"(at most {MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} px a side)",
+            f"(at least 1 and at most {MAX_SIDE} px a side)",
         )
-    return img
+    return img, scale
 
 
 def probe_image(data: bytes, name: str) -> tuple[int, int, bool]:
@@ -113,8 +174,8 @@ def probe_image(data: bytes, name: str) -> tuple[int, int, bool]:
     Raises:
         ImageDecodeError: for anything :func:`decode_image` would refuse from the header.
     """
-    img = _open(data, name)
-    w, h = img.size
+    img, scale = _open(data, name)
+    w, h = -(-img.size[0] // scale), -(-img.size[1] // scale)
     try:
         orientation = img.getexif().get(0x0112, 1)
     except Exception:
@@ -155,7 +216,15 @@ def _to_uint8(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX...
 
 
-def decode_image(data: bytes, name: str, color_mode: str = "auto") -> np.ndarray:
+def _reduce_factor(w: int, h: int, size: tuple[int, int]) -> int:
+    """The largest whole factor that keeps a w×h image at least ``size`` either way up."""
+    th, tw = max(1, size[0]), max(1, size[1])
+    return max(1, min(w // tw, h // th, w // th, h // tw))
+
+
+def decode_image(
+    data: bytes, name: str, color_mode: str = "auto", size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Decode image bytes safely into a uint8 array.
 
     Args:
@@ -163,10 +232,14 @@ def decode_image(data: bytes, name: str, color_mode: str = "auto") -> np.ndarray
         name: the file name, for error messages and the extension check.
         color_mode: ``"auto"`` keeps grayscale as one channel and colour as three;
             ``"rgb"`` or ``"grayscale"`` force 3 or 1 channels.
+        size: ``(height, width)`` the caller will resize to, if known: the image
+            may then come back smaller than its file (never smaller than ``size``
+            either way up), decoded that small where the format allows (JPEG).
 
     Returns:
         uint8 array (H, W, C), C = 1 or 3, upright (EXIF orientation applied),
-        first frame of an animation.
+        first frame of an animation. A JPEG larger than the pixel budget comes
+        back downscaled by 2, 4 or 8 to fit it.
 
     Raises:
         ImageDecodeError: zero-byte, truncated, non-image, unsupported format,
@@ -174,20 +247,28 @@ def decode_image(data: bytes, name: str, color_mode: str = "auto") -> np.ndarray
     """
     if color_mode not in ("auto", "rgb", "grayscale"):
         raise ValueError(f"color_mode must be auto, rgb or grayscale, got {color_mode!r}")
-    img = _open(data, name)
+    img, scale = _open(data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.seek(0)  # first frame of an animation
+            if img.format == "JPEG" and (scale > 1 or size):
+                w, h = img.size
+                wanted = max(scale, _reduce_factor(w, h, size) if size else 1)
+                # draft picks the largest DCT scale s with size // s >= the size asked for.
+                draft_mode = "L" if color_mode == "grayscale" else None
+                img.draft(draft_mode, (max(1, w // wanted), max(1, h // wanted)))
             img.load()
+            if size and img.format != "JPEG":
+                factor = _reduce_factor(*img.size, size)
+                if factor > 1:
+                    img = img.reduce(factor)
             img = ImageOps.exif_transpose(img) or img
             img = _to_uint8(img)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageDecodeError(
-            name, "the image declares too many pixels (decompression bomb)"
-        ) from None
+        raise ImageDecodeError(name, _too_many_pixels(*img.size, max_image_pixels())) from None
     except Exception as exc:
         reason = (
             "truncated or corrupt image data"
@@ -205,19 +286,21 @@ def decode_image(data: bytes, name: str, color_mode: str = "auto") -> np.ndarray
     return np.ascontiguousarray(arr)
 
 
-def load_image_file(path: str | os.PathLike, color_mode: str = "auto") -> np.ndarray:
+def load_image_file(
+    path: str | os.PathLike, color_mode: str = "auto", size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read and :func:`decode_image` a file; an unreadable file is an ImageDecodeError."""
     name = str(path)
     try:
-        size = os.path.getsize(path)
-        if size > MAX_FILE_BYTES:
+        file_bytes = os.path.getsize(path)
+        if file_bytes > MAX_FILE_BYTES:
             raise ImageDecodeError(
                 name, f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; use a smaller image"
             )
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(name, f"cannot read the file ({exc.strerror or exc})") from None
-    return decode_image(data, name, color_mode)
+    return decode_image(data, name, color_mode, size)
 
 
 def resize_image(arr: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -299,3 +299,61 @@ def test_resize_and_channel_helpers():
     luma = to_channels(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8), 1)
     assert luma[..., 0].tolist() == [[76, 29]]  # ITU-R 601 weights, as Pillow's convert("L")
     assert to_channels(luma, 3).shape == (1, 2, 3)
+
+
+# ---------------------------------------------------------------- large but legitimate
+
+
+@pytest.fixture(scope="module")
+def poster_jpeg() -> bytes:
+    """A 12000×9000 (108-megapixel) grayscale JPEG: dark left half, light right half."""
+    from PIL import ImageDraw
+
+    img = Image.new("L", (12_000, 9_000), 40)
+    ImageDraw.Draw(img).rectangle((6_000, 0, 11_999, 8_999), fill=220)
+    return encode(img, "JPEG", quality=70)
+
+
+def test_poster_jpeg_is_read_downscaled_within_the_default_budget(poster_jpeg):
+    assert MAX_PIXELS < 12_000 * 9_000
+    arr = decode_image(poster_jpeg, "poster.jpg")
+    assert arr.shape == (4_500, 6_000, 1)  # libjpeg decoded it at 1/2 scale
+    assert arr.shape[0] * arr.shape[1] <= MAX_PIXELS
+    assert abs(int(arr[:, :2_900].mean()) - 40) < 4 and abs(int(arr[:, 3_100:].mean()) - 220) < 4
+    assert probe_image(poster_jpeg, "poster.jpg") == (4_500, 6_000, True)
+
+
+def test_jpeg_is_decoded_no_larger_than_the_size_asked_for(poster_jpeg):
+    arr = decode_image(poster_jpeg, "poster.jpg", "rgb", size=(128, 128))
+    assert arr.shape == (1_125, 1_500, 3)  # 1/8 scale: the smallest libjpeg offers, still ≥ 128
+    assert decode_image(rgb("JPEG"), "a.jpg", size=(24, 24)).shape == (24, 32, 3)
+    assert decode_image(rgb("JPEG"), "a.jpg", size=(40, 40)).shape == (48, 64, 3)
+
+
+def test_too_large_png_names_the_limit_and_the_setting():
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(png_declaring(10_000, 5_000), "poster.png")
+    message = str(info.value)
+    assert "10000×5000 is 50 megapixels" in message
+    assert "at most 40 megapixels" in message
+    assert "KESTREL_MAX_IMAGE_PIXELS" in message
+    assert "bomb)" not in message  # a poster is not called a bomb
+
+
+def test_the_setting_raises_the_limit_and_known_sizes_reduce_other_formats(monkeypatch):
+    img = Image.new("RGB", (1_500, 1_000), (10, 200, 30))
+    data = encode(img, "PNG")
+    monkeypatch.setenv("KESTREL_MAX_IMAGE_PIXELS", "1_000_000")
+    with pytest.raises(ImageDecodeError, match=r"at most 1 megapixels.*KESTREL_MAX_IMAGE_PIXELS"):
+        decode_image(data, "big.png")
+    with pytest.raises(ImageDecodeError, match="KESTREL_MAX_IMAGE_PIXELS"):
+        probe_image(data, "big.png")
+    # A JPEG of the same size fits at 1/2 scale.
+    assert decode_image(encode(img, "JPEG"), "big.jpg").shape == (500, 750, 3)
+    monkeypatch.setenv("KESTREL_MAX_IMAGE_PIXELS", "2000000")
+    assert decode_image(data, "big.png").shape == (1_000, 1_500, 3)
+    small = decode_image(data, "big.png", size=(100, 100))
+    assert small.shape == (100, 150, 3) and tuple(small[50, 75]) == (10, 200, 30)
+    monkeypatch.setenv("KESTREL_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="KESTREL_MAX_IMAGE_PIXELS must be a whole number"):
+        decode_image(data, "big.png")
