@@ -67,3 +67,78 @@ def safe_join(base: Path | str, *parts: str) -> Path:
 def new_id(prefix: str = "") -> str:
     """A generated, filesystem-safe name (never taken from user input)."""
     return f"{prefix}{secrets.token_hex(6)}"
+
+
+# --------------------------------------------------------------------------- quota
+
+QUOTA_SETTING = "KESTREL_WORKSPACE_QUOTA_MB"
+DEFAULT_QUOTA_MB = 20 * 1024  # 20 GB: a few large uploads and many runs; 0 turns it off
+
+
+class QuotaError(WorkspaceError):
+    """Storing something would take the workspace past its quota."""
+
+
+def workspace_quota_bytes() -> int:
+    """The workspace quota in bytes (``KESTREL_WORKSPACE_QUOTA_MB``); 0 means none."""
+    raw = os.environ.get(QUOTA_SETTING, "").strip()
+    if not raw:
+        return DEFAULT_QUOTA_MB * 2**20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0 or mb == float("inf"):
+        raise WorkspaceError(
+            f"{QUOTA_SETTING} must be a number of megabytes (0 for no quota), got {raw!r}"
+        )
+    return int(mb * 2**20)
+
+
+def workspace_usage_bytes() -> int:
+    """Bytes the workspace's files take (apparent sizes; links are not followed)."""
+    total = 0
+    stack = [workspace_root()]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        else:
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue  # removed while walking
+        except OSError:
+            continue
+    return total
+
+
+def _size(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GB"
+    return f"{n / 2**20:.0f} MB" if n >= 10 * 2**20 else f"{n / 2**20:.1f} MB"
+
+
+def check_quota(incoming_bytes: int, what: str = "this upload") -> None:
+    """Refuse to store ``incoming_bytes`` more if the workspace would pass its quota.
+
+    Call it before writing an upload, a saved model or an imported file.
+
+    Raises:
+        QuotaError: the message says how much is used, the quota, what needs
+            the space, and how to free space or raise the quota.
+    """
+    quota = workspace_quota_bytes()
+    if not quota:
+        return
+    used = workspace_usage_bytes()
+    if used + max(0, incoming_bytes) <= quota:
+        return
+    raise QuotaError(
+        f"not enough workspace space: {what} needs {_size(incoming_bytes)}, and the workspace "
+        f"({workspace_root()}) already uses {_size(used)} of its {_size(quota)} quota. "
+        "Free space by deleting uploads you no longer need (Dataset page), saved models or "
+        f"old runs, or raise the quota with {QUOTA_SETTING} (now {quota // 2**20} MB)."
+    )

@@ -73,3 +73,41 @@ def test_unreadable_status_reads_as_failed():
     (path / runstore.STATUS_FILE).write_text("{half")
     status = runstore.read_status(path)
     assert status.state == "failed" and "unreadable" in status.error
+
+
+# ---------------------------------------------------------------- quota
+
+
+def test_quota_defaults_to_20_gb_and_zero_turns_it_off(monkeypatch):
+    from lib.workspace import check_quota, workspace_quota_bytes
+
+    monkeypatch.delenv("KESTREL_WORKSPACE_QUOTA_MB", raising=False)
+    assert workspace_quota_bytes() == 20 * 2**30
+    monkeypatch.setenv("KESTREL_WORKSPACE_QUOTA_MB", "0")
+    assert workspace_quota_bytes() == 0
+    check_quota(10**15)  # no quota: anything goes
+    for bad in ("-1", "lots", "inf", "nan"):
+        monkeypatch.setenv("KESTREL_WORKSPACE_QUOTA_MB", bad)
+        with pytest.raises(WorkspaceError, match="KESTREL_WORKSPACE_QUOTA_MB must be"):
+            workspace_quota_bytes()
+
+
+def test_quota_counts_every_file_and_says_how_to_free_space(monkeypatch, workspace, tmp_path):
+    from lib.workspace import QuotaError, check_quota, workspace_usage_bytes
+
+    monkeypatch.setenv("KESTREL_WORKSPACE_QUOTA_MB", "1")
+    (area("uploads") / "a").mkdir()
+    (area("uploads") / "a" / "x.bin").write_bytes(b"\0" * 600_000)
+    (area("runs") / "r.bin").write_bytes(b"\0" * 300_000)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"\0" * 5_000_000)
+    (area("runs") / "link").symlink_to(outside)  # a link's target is not the workspace's
+    assert 900_000 <= workspace_usage_bytes() < 1_000_000
+    check_quota(100_000)
+    with pytest.raises(QuotaError) as info:
+        check_quota(300_000, "the upload")
+    message = str(info.value)
+    assert isinstance(info.value, WorkspaceError)
+    assert "the upload needs 0.3 MB" in message
+    assert "uses 0.9 MB of its 1.0 MB quota" in message
+    assert "deleting uploads" in message and "KESTREL_WORKSPACE_QUOTA_MB (now 1 MB)" in message
