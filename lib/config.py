@@ -53,12 +53,32 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle", "step", "reduce
 ACTIVATIONS = ("relu", "gelu", "swish", "elu", "tanh", "leaky_relu")
 
 
-def _range(lo: float, hi: float, doc: str = "") -> dict[str, Any]:
-    return {"range": (lo, hi), "doc": doc}
+def _range(lo: float, hi: float, doc: str = "", **form: Any) -> dict[str, Any]:
+    """Metadata of a numeric field: its limits, what it means, and how a form shows it."""
+    return {"range": (lo, hi), "doc": doc, **form}
 
 
-def _choice(options: tuple[str, ...], doc: str = "") -> dict[str, Any]:
-    return {"choices": options, "doc": doc}
+def _choice(options: tuple[str, ...], doc: str = "", **form: Any) -> dict[str, Any]:
+    """Metadata of a choice field; ``labels`` maps a value to the words a form shows."""
+    return {"choices": options, "doc": doc, **form}
+
+
+def _plain(doc: str = "", **form: Any) -> dict[str, Any]:
+    """Metadata of a field without limits (a flag, a text, a nested config)."""
+    return {"doc": doc, **form}
+
+
+# The form keys a field's metadata may carry (pages/forms.py reads them):
+#   label     the widget's label
+#   step      number inputs and sliders: the step of the +/- buttons
+#   format    number inputs: printf-style format ("%.1e")
+#   widget    "slider" for a slider instead of a number box, "toggle" for a flag
+#   labels    choices: {value: words shown}
+#   log       numeric: a search over it is on a log scale (learning rates)
+#   cli_only  True: no widget; only a recipe file or the CLI sets it
+#   help      a longer explanation for the widget's tooltip (default: doc)
+#   group     a heading the form puts the field under
+FORM_KEYS = ("label", "step", "format", "widget", "labels", "log", "cli_only", "help", "group")
 
 
 def _validate(obj: Any) -> None:
@@ -158,29 +178,98 @@ class _JsonMixin:
 class DataConfig(_JsonMixin):
     """Where images come from and how they are split."""
 
-    source: str = field(default="shapes", metadata=_choice(DATA_SOURCES, "dataset source"))
-    path: str = field(default="", metadata={"doc": "folder: server directory; upload: upload id"})
+    source: str = field(
+        default="shapes",
+        metadata=_choice(
+            DATA_SOURCES,
+            "dataset source",
+            label="Source",
+            labels={
+                "shapes": "Shapes — generated, needs nothing",
+                "digits": "Digits — scikit-learn 8×8",
+                "fashion_mnist": "Fashion-MNIST",
+                "mnist": "MNIST",
+                "cifar10": "CIFAR-10",
+                "cifar100": "CIFAR-100",
+                "folder": "Folder on the server",
+                "upload": "Uploaded images",
+            },
+        ),
+    )
+    path: str = field(
+        default="",
+        metadata=_plain(
+            "folder: server directory; upload: upload id", label="Folder on the server"
+        ),
+    )
     image_size: int = field(
-        default=0, metadata=_range(0, 512, "square side to resize to; 0 keeps the source size")
+        default=0,
+        metadata=_range(
+            0,
+            512,
+            "square side to resize to; 0 keeps the source size",
+            label="Resize to (px, 0 keeps)",
+            step=8,
+        ),
     )
     color_mode: str = field(
-        default="auto", metadata=_choice(("auto", "rgb", "grayscale"), "channels to decode to")
+        default="auto",
+        metadata=_choice(
+            ("auto", "rgb", "grayscale"),
+            "channels to decode to",
+            label="Channels",
+            labels={"auto": "as the source", "rgb": "RGB (3)", "grayscale": "grayscale (1)"},
+        ),
     )
     val_fraction: float = field(
-        default=0.1, metadata=_range(0.0, 0.5, "share of training images held out for validation")
+        default=0.1,
+        metadata=_range(
+            0.0,
+            0.5,
+            "share of training images held out for validation",
+            label="Validation share",
+            widget="slider",
+            step=0.05,
+        ),
     )
     test_fraction: float = field(
         default=0.1,
-        metadata=_range(0.0, 0.5, "test share, for sources without their own test split"),
+        metadata=_range(
+            0.0,
+            0.5,
+            "test share, for sources without their own test split",
+            label="Test share",
+            widget="slider",
+            step=0.05,
+        ),
     )
-    seed: int = field(default=0, metadata=_range(0, 2**31 - 1, "split and generation seed"))
+    seed: int = field(
+        default=0, metadata=_range(0, 2**31 - 1, "split and generation seed", label="Seed")
+    )
     max_per_class: int = field(
-        default=0, metadata=_range(0, 10_000_000, "cap on images per class; 0 means all")
+        default=0,
+        metadata=_range(
+            0,
+            10_000_000,
+            "cap on images per class; 0 means all",
+            label="Max per class (0 = all)",
+            step=100,
+        ),
     )
     shapes_count: int = field(
-        default=3000, metadata=_range(60, 200_000, "shapes: total images generated")
+        default=3000,
+        metadata=_range(
+            60,
+            200_000,
+            "shapes: total images generated, spread evenly over 6 shapes",
+            label="Images",
+            step=600,
+        ),
     )
-    shapes_size: int = field(default=64, metadata=_range(16, 256, "shapes: image side in pixels"))
+    shapes_size: int = field(
+        default=64,
+        metadata=_range(16, 256, "shapes: image side in pixels", label="Side (px)", step=16),
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -190,41 +279,142 @@ class DataConfig(_JsonMixin):
             raise ValueError("DataConfig.image_size must be 0 (keep) or between 8 and 512")
 
 
+def _aug(lo: float, hi: float, doc: str, label: str, group: str, help: str) -> dict[str, Any]:
+    return _range(lo, hi, doc, label=label, group=group, help=help, widget="slider", step=0.01)
+
+
 @dataclass(frozen=True)
 class AugmentConfig(_JsonMixin):
     """Random training-time transforms; all zero/False means no augmentation."""
 
     preset: str = field(
-        default="none", metadata=_choice(AUGMENT_PRESETS, "preset the values came from")
+        default="none",
+        metadata=_choice(AUGMENT_PRESETS, "preset the values came from", label="Preset"),
     )
-    horizontal_flip: bool = field(default=False, metadata={"doc": "mirror left-right"})
-    vertical_flip: bool = field(default=False, metadata={"doc": "mirror top-bottom"})
+    horizontal_flip: bool = field(
+        default=False,
+        metadata=_plain(
+            "mirror left-right",
+            label="Horizontal flip",
+            group="Geometry",
+            widget="toggle",
+            help="Mirror left–right, for half the images.",
+        ),
+    )
+    vertical_flip: bool = field(
+        default=False,
+        metadata=_plain(
+            "mirror top-bottom",
+            label="Vertical flip",
+            group="Geometry",
+            widget="toggle",
+            help="Mirror top–bottom, for half the images. Only for data with no 'up' "
+            "(cells, satellite images).",
+        ),
+    )
     rotation: float = field(
-        default=0.0, metadata=_range(0.0, 0.5, "max rotation, fraction of a full turn")
-    )
-    zoom: float = field(default=0.0, metadata=_range(0.0, 0.5, "max zoom in/out, fraction of size"))
-    translate: float = field(default=0.0, metadata=_range(0.0, 0.5, "max shift, fraction of size"))
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "max rotation, fraction of a full turn", "Rotation", "Geometry",
+            "Largest rotation, as a share of a full turn: 0.05 is ±18°.",
+        ),
+    )  # fmt: skip
+    zoom: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "max zoom in/out, fraction of size", "Zoom", "Geometry",
+            "Largest zoom in or out, as a share of the size: 0.1 is 90–110%.",
+        ),
+    )  # fmt: skip
+    translate: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "max shift, fraction of size", "Shift", "Geometry",
+            "Largest move sideways and up/down, as a share of the size.",
+        ),
+    )  # fmt: skip
     crop: float = field(
-        default=0.0, metadata=_range(0.0, 0.5, "max share cropped away, then resized back")
-    )
-    contrast: float = field(default=0.0, metadata=_range(0.0, 1.0, "max contrast change"))
-    brightness: float = field(default=0.0, metadata=_range(0.0, 1.0, "max brightness change"))
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "max share cropped away, then resized back", "Random crop", "Geometry",
+            "Cut away up to this share of each side at a random place, then stretch back to "
+            "full size.",
+        ),
+    )  # fmt: skip
+    contrast: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 1.0, "max contrast change", "Contrast", "Colour",
+            "Largest contrast change: 0.2 scales contrast by 0.8–1.2.",
+        ),
+    )  # fmt: skip
+    brightness: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 1.0, "max brightness change", "Brightness", "Colour",
+            "Largest brightness change, as a share of the pixel range.",
+        ),
+    )  # fmt: skip
     saturation: float = field(
-        default=0.0, metadata=_range(0.0, 1.0, "max saturation change (colour only)")
-    )
-    hue: float = field(default=0.0, metadata=_range(0.0, 0.5, "max hue shift (colour only)"))
+        default=0.0,
+        metadata=_aug(
+            0.0, 1.0, "max saturation change (colour only)", "Saturation", "Colour",
+            "How far colours may fade to grey or grow more vivid.",
+        ),
+    )  # fmt: skip
+    hue: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "max hue shift (colour only)", "Hue", "Colour",
+            "Largest shift of the colour wheel, as a share of a turn.",
+        ),
+    )  # fmt: skip
     noise: float = field(
-        default=0.0, metadata=_range(0.0, 0.5, "Gaussian noise std, fraction of 255")
-    )
-    erasing: float = field(default=0.0, metadata=_range(0.0, 0.5, "max area erased (cutout)"))
-    mixup: float = field(default=0.0, metadata=_range(0.0, 1.0, "MixUp alpha; 0 turns it off"))
-    cutmix: float = field(default=0.0, metadata=_range(0.0, 1.0, "CutMix alpha; 0 turns it off"))
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "Gaussian noise std, fraction of 255", "Gaussian noise",
+            "Noise and erasing", "Noise strength (standard deviation) as a share of 255.",
+        ),
+    )  # fmt: skip
+    erasing: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 0.5, "max area erased (cutout)", "Random erasing", "Noise and erasing",
+            "Half the images get a noise patch covering up to this share of the image (cutout).",
+        ),
+    )  # fmt: skip
+    mixup: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 1.0, "MixUp alpha; 0 turns it off", "MixUp", "Mixing (whole batch)",
+            "Blend each image and its label with another image of the batch; the value is "
+            "Beta(α, α)'s α, 0 is off.",
+        ),
+    )  # fmt: skip
+    cutmix: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 1.0, "CutMix alpha; 0 turns it off", "CutMix", "Mixing (whole batch)",
+            "Paste a patch of another image of the batch, labels mixed by area; α as for "
+            "MixUp, 0 is off.",
+        ),
+    )  # fmt: skip
     randaugment_ops: int = field(
-        default=0, metadata=_range(0, 4, "RandAugment ops per image; 0 off")
-    )
+        default=0,
+        metadata=_range(
+            0, 4, "RandAugment ops per image; 0 off", label="RandAugment ops",
+            group="RandAugment", widget="slider", step=1,
+            help="Apply this many transforms picked at random from 11 (shear, solarize, "
+            "equalize…); 0 is off.",
+        ),
+    )  # fmt: skip
     randaugment_magnitude: float = field(
-        default=0.5, metadata=_range(0.0, 1.0, "RandAugment strength")
-    )
+        default=0.5,
+        metadata=_aug(
+            0.0, 1.0, "RandAugment strength", "RandAugment strength", "RandAugment",
+            "How strong each RandAugment transform is.",
+        ),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -234,14 +424,21 @@ class AugmentConfig(_JsonMixin):
 class ConvBlock(_JsonMixin):
     """One block of the custom CNN: conv layer(s), then optional pooling and dropout."""
 
-    filters: int = field(default=32, metadata=_range(1, 1024, "output channels"))
-    kernel: int = field(default=3, metadata=_range(1, 11, "kernel side"))
-    stride: int = field(default=1, metadata=_range(1, 4, "conv stride"))
-    convs: int = field(default=1, metadata=_range(1, 4, "conv layers in the block"))
-    activation: str = field(default="relu", metadata=_choice(ACTIVATIONS))
-    batch_norm: bool = True
-    pool: str = field(default="max", metadata=_choice(("none", "max", "avg")))
-    dropout: float = field(default=0.0, metadata=_range(0.0, 0.9, "dropout after the block"))
+    filters: int = field(
+        default=32, metadata=_range(1, 1024, "output channels", label="Filters", step=8)
+    )
+    kernel: int = field(default=3, metadata=_range(1, 11, "kernel side", label="Kernel", step=2))
+    stride: int = field(default=1, metadata=_range(1, 4, "conv stride", label="Stride"))
+    convs: int = field(default=1, metadata=_range(1, 4, "conv layers in the block", label="Convs"))
+    activation: str = field(default="relu", metadata=_choice(ACTIVATIONS, label="Activation"))
+    batch_norm: bool = field(
+        default=True, metadata=_plain("BatchNorm after each conv", label="Batch norm")
+    )
+    pool: str = field(default="max", metadata=_choice(("none", "max", "avg"), label="Pooling"))
+    dropout: float = field(
+        default=0.0,
+        metadata=_range(0.0, 0.9, "dropout after the block", label="Dropout", step=0.05),
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -252,11 +449,34 @@ class HeadConfig(_JsonMixin):
     """The classifier head of the custom CNN."""
 
     pooling: str = field(
-        default="global_avg", metadata=_choice(("global_avg", "global_max", "flatten"))
+        default="global_avg",
+        metadata=_choice(
+            ("global_avg", "global_max", "flatten"),
+            label="Pooling",
+            labels={
+                "global_avg": "global average",
+                "global_max": "global max",
+                "flatten": "flatten",
+            },
+        ),
     )
-    dense: tuple[int, ...] = (128,)  # hidden dense layer widths, before the output layer
+    dense: tuple[int, ...] = field(
+        default=(128,),
+        metadata=_plain(
+            "hidden dense layer widths, before the output layer",
+            label="Dense layers",
+            help="Hidden widths, e.g. 128, 64; empty for none.",
+        ),
+    )
     dropout: float = field(
-        default=0.0, metadata=_range(0.0, 0.9, "dropout before each dense layer")
+        default=0.0,
+        metadata=_range(
+            0.0,
+            0.9,
+            "dropout before each dense layer",
+            label="Dropout before each dense",
+            step=0.05,
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -269,33 +489,80 @@ class HeadConfig(_JsonMixin):
 
 
 DEFAULT_BLOCKS = (ConvBlock(filters=32), ConvBlock(filters=64))
+MAX_BLOCKS = 16  # ModelConfig.blocks holds 1 to this many blocks
 
 
 @dataclass(frozen=True)
 class ModelConfig(_JsonMixin):
     """Which network: a preset, or a custom CNN described by blocks and a head."""
 
-    preset: str = field(default="fast_cnn", metadata=_choice(MODEL_PRESETS, "architecture"))
-    weights: str = field(
-        default="none", metadata=_choice(("none", "imagenet"), "transfer presets: initial weights")
+    preset: str = field(
+        default="fast_cnn", metadata=_choice(MODEL_PRESETS, "architecture", label="Architecture")
     )
-    freeze_backbone: bool = True  # transfer presets: train only the head at first
+    weights: str = field(
+        default="none",
+        metadata=_choice(
+            ("none", "imagenet"),
+            "transfer presets: initial weights",
+            label="Initial weights",
+            labels={"imagenet": "ImageNet", "none": "random"},
+            widget="radio",
+            help="ImageNet weights need a download once (about 10–100 MB), or a cached copy.",
+        ),
+    )
+    freeze_backbone: bool = field(
+        default=True,
+        metadata=_plain(
+            "transfer presets: train only the head at first",
+            label="Freeze backbone",
+            help="Train only the new head; the standard first step of transfer learning.",
+        ),
+    )
     unfreeze_last: int = field(
-        default=0, metadata=_range(0, 1000, "transfer presets: backbone layers left trainable")
+        default=0,
+        metadata=_range(
+            0,
+            1000,
+            "transfer presets: backbone layers left trainable",
+            label="Unfreeze the last N backbone layers",
+            help="Fine-tune the top of a frozen backbone (BatchNorm layers stay frozen).",
+        ),
     )
     width: float = field(
-        default=1.0, metadata=_range(0.25, 4.0, "channel multiplier for CNN presets")
+        default=1.0,
+        metadata=_range(
+            0.25,
+            4.0,
+            "channel multiplier for CNN presets",
+            label="Width (channel multiplier)",
+            widget="slider",
+            step=0.25,
+            help="Scales every layer's channels; 2 doubles them (about 4× the compute).",
+        ),
     )
     dropout: float = field(
-        default=0.0, metadata=_range(0.0, 0.9, "dropout before the output layer")
+        default=0.0,
+        metadata=_range(
+            0.0,
+            0.9,
+            "dropout before the output layer",
+            label="Dropout before the output layer",
+            widget="slider",
+            step=0.05,
+        ),
     )
-    blocks: tuple[ConvBlock, ...] = DEFAULT_BLOCKS  # custom: the conv blocks, in order
-    head: HeadConfig = HeadConfig()  # custom: the classifier head
+    blocks: tuple[ConvBlock, ...] = field(
+        default=DEFAULT_BLOCKS,
+        metadata=_plain("custom: the conv blocks, in order", label="Conv blocks"),
+    )
+    head: HeadConfig = field(
+        default=HeadConfig(), metadata=_plain("custom: the classifier head", label="Head")
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
-        if not 1 <= len(self.blocks) <= 16:
-            raise ValueError("ModelConfig.blocks must hold between 1 and 16 blocks")
+        if not 1 <= len(self.blocks) <= MAX_BLOCKS:
+            raise ValueError(f"ModelConfig.blocks must hold between 1 and {MAX_BLOCKS} blocks")
 
 
 @dataclass(frozen=True)
@@ -303,30 +570,135 @@ class TrainConfig(_JsonMixin):
     """How to fit: optimizer, schedule, regularisation, hardware."""
 
     # Defaults are the "fast" recipe (lib/recipes.py), measured by bench/bench_time_to_accuracy.py.
-    epochs: int = field(default=6, metadata=_range(1, 1000, "passes over the training split"))
-    batch_size: int = field(default=128, metadata=_range(1, 8192, "images per step"))
-    optimizer: str = field(default="adam", metadata=_choice(OPTIMIZERS))
-    learning_rate: float = field(default=3e-3, metadata=_range(1e-6, 10.0, "peak learning rate"))
-    momentum: float = field(default=0.9, metadata=_range(0.0, 0.999, "SGD/RMSprop momentum"))
-    nesterov: bool = True  # SGD only
+    epochs: int = field(
+        default=6, metadata=_range(1, 1000, "passes over the training split", label="Epochs")
+    )
+    batch_size: int = field(
+        default=128, metadata=_range(1, 8192, "images per step", label="Batch size")
+    )
+    optimizer: str = field(
+        default="adam",
+        metadata=_choice(
+            OPTIMIZERS,
+            label="Optimizer",
+            labels={"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"},
+        ),
+    )
+    learning_rate: float = field(
+        default=3e-3,
+        metadata=_range(
+            1e-6,
+            10.0,
+            "peak learning rate",
+            label="Learning rate",
+            format="%.1e",
+            step=1e-4,
+            log=True,
+        ),
+    )
+    momentum: float = field(
+        default=0.9,
+        metadata=_range(
+            0.0, 0.999, "SGD/RMSprop momentum", label="Momentum", format="%.3f", step=0.01
+        ),
+    )
+    nesterov: bool = field(
+        default=True, metadata=_plain("SGD only: Nesterov momentum", label="Nesterov (SGD)")
+    )
     schedule: str = field(
-        default="warmup_cosine", metadata=_choice(SCHEDULES, "learning-rate schedule")
+        default="warmup_cosine",
+        metadata=_choice(
+            SCHEDULES,
+            "learning-rate schedule",
+            label="LR schedule",
+            labels={
+                "constant": "constant",
+                "cosine": "cosine decay",
+                "warmup_cosine": "warm-up + cosine",
+                "one_cycle": "one-cycle",
+                "step": "step decay",
+                "reduce_on_plateau": "reduce on plateau",
+            },
+        ),
     )
-    warmup_epochs: float = field(default=0.3, metadata=_range(0.0, 100.0, "linear warm-up length"))
-    step_epochs: int = field(default=10, metadata=_range(1, 1000, "step schedule: epochs per drop"))
+    warmup_epochs: float = field(
+        default=0.3,
+        metadata=_range(
+            0.0, 100.0, "linear warm-up length", label="Warm-up epochs", format="%.1f", step=0.5
+        ),
+    )
+    step_epochs: int = field(
+        default=10,
+        metadata=_range(
+            1,
+            1000,
+            "step schedule: epochs per drop",
+            label="Step: epochs per drop",
+            help="step schedule: epochs between drops; plateau: patience",
+        ),
+    )
     step_factor: float = field(
-        default=0.1, metadata=_range(0.001, 1.0, "step/plateau: LR multiplier")
+        default=0.1,
+        metadata=_range(
+            0.001,
+            1.0,
+            "step/plateau: LR multiplier",
+            label="Step / plateau factor",
+            format="%.3f",
+            step=0.05,
+        ),
     )
-    weight_decay: float = field(default=0.0, metadata=_range(0.0, 0.5, "decoupled weight decay"))
-    label_smoothing: float = field(default=0.1, metadata=_range(0.0, 0.5))
+    weight_decay: float = field(
+        default=0.0,
+        metadata=_range(
+            0.0, 0.5, "decoupled weight decay", label="Weight decay", format="%.4f", step=1e-4
+        ),
+    )
+    label_smoothing: float = field(
+        default=0.1,
+        metadata=_range(
+            0.0, 0.5, "share of the target spread over the other classes",
+            label="Label smoothing", format="%.2f", step=0.05,
+        ),
+    )  # fmt: skip
     early_stopping_patience: int = field(
-        default=0, metadata=_range(0, 1000, "epochs without improvement; 0 turns it off")
+        default=0,
+        metadata=_range(
+            0,
+            1000,
+            "epochs without improvement; 0 turns it off",
+            label="Early-stopping patience",
+        ),
     )
-    class_weights: str = field(default="none", metadata=_choice(("none", "balanced")))
-    seed: int = field(default=0, metadata=_range(0, 2**31 - 1, "weights and shuffling seed"))
-    mixed_precision: str = field(default="auto", metadata=_choice(("auto", "on", "off")))
-    device: str = field(default="auto", metadata=_choice(("auto", "cpu", "gpu")))
-    tta_flip: bool = False  # evaluate with horizontal-flip test-time augmentation
+    class_weights: str = field(
+        default="none",
+        metadata=_choice(
+            ("none", "balanced"),
+            "weigh each class by the inverse of its share of the training images",
+            label="Class weights",
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=_range(0, 2**31 - 1, "weights and shuffling seed", label="Seed")
+    )
+    mixed_precision: str = field(
+        default="auto",
+        metadata=_choice(
+            ("auto", "on", "off"),
+            "float16 compute on GPUs that support it",
+            label="Mixed precision",
+        ),
+    )
+    device: str = field(
+        default="auto", metadata=_choice(("auto", "cpu", "gpu"), "where to train", label="Device")
+    )
+    tta_flip: bool = field(
+        default=False,
+        metadata=_plain(
+            "evaluate with horizontal-flip test-time augmentation",
+            label="Flip test-time augmentation",
+        ),
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -341,13 +713,18 @@ class TrainConfig(_JsonMixin):
 class RunConfig(_JsonMixin):
     """One whole recipe: data, augmentation, model and training."""
 
-    name: str = ""  # a label for the runs table; empty gets a generated one
+    name: str = field(
+        default="",
+        metadata=_plain(
+            "a label for the runs table; empty gets a generated one", label="Run name (optional)"
+        ),
+    )
     data: DataConfig = DataConfig()
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     version: int = field(
-        default=CONFIG_VERSION, metadata=_range(1, CONFIG_VERSION, "format version")
+        default=CONFIG_VERSION, metadata=_range(1, CONFIG_VERSION, "format version", cli_only=True)
     )
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ images of the active dataset or on an uploaded image, and the Keras code box
 prints the same layers as plain Keras.
 """
 
-import contextlib
+import dataclasses
 
 import numpy as np
 import streamlit as st
@@ -14,119 +14,30 @@ import streamlit as st
 from lib import augment
 from lib.config import AugmentConfig
 from lib.data import DatasetError, ImageDecodeError, decode_image, load_dataset
-from pages import ui
+from pages import forms, ui
 
 SAMPLES = 8  # preview rows from the dataset
 VARIANTS = 4  # augmented copies per row
 PREVIEW_SEED = 0  # fixed, so the same settings always draw the same grid
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 
-# (group, field, label, help): the UI's words for each AugmentConfig field.
-OPTIONS = (
-    ("Geometry", "horizontal_flip", "Horizontal flip", "Mirror left–right, for half the images."),
-    (
-        "Geometry",
-        "vertical_flip",
-        "Vertical flip",
-        "Mirror top–bottom, for half the images. Only for data with no 'up' (cells, satellite images).",
-    ),
-    (
-        "Geometry",
-        "rotation",
-        "Rotation",
-        "Largest rotation, as a share of a full turn: 0.05 is ±18°.",
-    ),
-    ("Geometry", "zoom", "Zoom", "Largest zoom in or out, as a share of the size: 0.1 is 90–110%."),
-    (
-        "Geometry",
-        "translate",
-        "Shift",
-        "Largest move sideways and up/down, as a share of the size.",
-    ),
-    (
-        "Geometry",
-        "crop",
-        "Random crop",
-        "Cut away up to this share of each side at a random place, then stretch back to full size.",
-    ),
-    ("Colour", "contrast", "Contrast", "Largest contrast change: 0.2 scales contrast by 0.8–1.2."),
-    (
-        "Colour",
-        "brightness",
-        "Brightness",
-        "Largest brightness change, as a share of the pixel range.",
-    ),
-    ("Colour", "saturation", "Saturation", "How far colours may fade to grey or grow more vivid."),
-    ("Colour", "hue", "Hue", "Largest shift of the colour wheel, as a share of a turn."),
-    (
-        "Noise and erasing",
-        "noise",
-        "Gaussian noise",
-        "Noise strength (standard deviation) as a share of 255.",
-    ),
-    (
-        "Noise and erasing",
-        "erasing",
-        "Random erasing",
-        "Half the images get a noise patch covering up to this share of the image (cutout).",
-    ),
-    (
-        "Mixing (whole batch)",
-        "mixup",
-        "MixUp",
-        "Blend each image and its label with another image of the batch; the value is Beta(α, α)'s α, 0 is off.",
-    ),
-    (
-        "Mixing (whole batch)",
-        "cutmix",
-        "CutMix",
-        "Paste a patch of another image of the batch, labels mixed by area; α as for MixUp, 0 is off.",
-    ),
-    (
-        "RandAugment",
-        "randaugment_ops",
-        "RandAugment ops",
-        "Apply this many transforms picked at random from 11 (shear, solarize, equalize…); 0 is off.",
-    ),
-    (
-        "RandAugment",
-        "randaugment_magnitude",
-        "RandAugment strength",
-        "How strong each RandAugment transform is.",
-    ),
-)
-FIELDS = tuple(f for _, f, _, _ in OPTIONS)
+FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig) if f.name != "preset")
 
 
-def _key(field: str) -> str:
-    return ui.AUG_FIELD + field
+def _with_matching_preset(draft):
+    """The draft with the widgets' options, named after the preset they equal (or custom)."""
+    cfg = forms.read_widgets(AugmentConfig, draft.augment, ui.AUG_FIELD, FIELDS)
+    return draft.with_parts(augment=cfg.replace(preset=augment.matching_preset(cfg)))
 
 
-def _set_widgets(cfg: AugmentConfig) -> None:
-    for field in FIELDS:
-        st.session_state[_key(field)] = getattr(cfg, field)
-
-
-def _config_from_widgets() -> AugmentConfig:
-    """The config the form's widget values describe; raises ValueError naming a bad field."""
-    values = {f: st.session_state[_key(f)] for f in FIELDS}
-    if isinstance(values["randaugment_ops"], float) and values["randaugment_ops"].is_integer():
-        values["randaugment_ops"] = int(values["randaugment_ops"])
-    cfg = AugmentConfig(**values)
-    return cfg.replace(preset=augment.matching_preset(cfg))
-
-
-def _sync_config() -> None:
-    """Store the form's settings before the script runs, so app.py's sidebar shows them."""
-    with contextlib.suppress(ValueError):  # the page itself reports it, naming field and range
-        st.session_state[ui.AUGMENT] = _config_from_widgets()
+def _commit() -> None:
+    forms.commit("augment", build=_with_matching_preset)
 
 
 def _apply_preset() -> None:
     name = st.session_state[ui.AUG_PRESET]
     if name in augment.PRESETS:
-        _set_widgets(augment.PRESETS[name])
-    _sync_config()
+        forms.update_draft(lambda d: d.with_parts(augment=augment.PRESETS[name]))
 
 
 def _apply_json() -> None:
@@ -136,8 +47,8 @@ def _apply_json() -> None:
     except ValueError as exc:
         st.session_state[ui.AUG_JSON_ERROR] = str(exc)
         return
-    _set_widgets(cfg)
-    _sync_config()
+    cfg = cfg.replace(preset=augment.matching_preset(cfg))
+    forms.update_draft(lambda d: d.with_parts(augment=cfg), "Loaded the settings into the form.")
 
 
 def _new_samples() -> None:
@@ -159,54 +70,33 @@ def _dataset_samples(ds, sample_seed: int) -> tuple[np.ndarray, list[str]]:
 
 
 def _form(disabled: dict[str, str], notes: dict[str, str]) -> None:
+    st.session_state[ui.AUG_PRESET] = ui.augment_config().preset
+    forms.mark_bound(AugmentConfig, "preset")
     st.selectbox(
-        "Preset",
+        forms.label(AugmentConfig, "preset"),
         (*augment.PRESETS, "custom"),
         key=ui.AUG_PRESET,
         on_change=_apply_preset,
         help="Start from a preset, then adjust; any change makes it 'custom'.",
     )
     group = None
-    for grp, field, label, text in OPTIONS:
+    for field in FIELDS:
+        grp = forms.meta(AugmentConfig, field).get("group")
         if grp != group:
             group = grp
             st.markdown(f"**{grp}**")
         reason = disabled.get(field)
-        if field == "randaugment_magnitude" and not st.session_state[_key("randaugment_ops")]:
+        if (
+            field == "randaugment_magnitude"
+            and not st.session_state[ui.AUG_FIELD + "randaugment_ops"]
+        ):
             reason = "set RandAugment ops above 0 first"
-        meta = AugmentConfig.field_help(field)
-        if "range" not in meta:
-            st.toggle(
-                label, key=_key(field), help=text, disabled=bool(reason), on_change=_sync_config
-            )
-        elif field == "randaugment_ops":
-            lo, hi = meta["range"]
-            st.slider(
-                label,
-                lo,
-                hi,
-                step=1,
-                key=_key(field),
-                help=text,
-                disabled=bool(reason),
-                on_change=_sync_config,
-            )
-        else:
-            lo, hi = meta["range"]
-            st.slider(
-                label,
-                float(lo),
-                float(hi),
-                step=0.01,
-                key=_key(field),
-                help=text,
-                disabled=bool(reason),
-                on_change=_sync_config,
-            )
+        forms.field(AugmentConfig, field, "augment", disabled=bool(reason), on_change=_commit)
         if reason:
             st.caption(f"Not used: {reason}.")
-        elif field in notes and st.session_state[_key(field)]:
+        elif field in notes and st.session_state[ui.AUG_FIELD + field]:
             st.caption(f":orange[{notes[field]}]")
+    forms.show_refusal("augment")
 
 
 def _upload_preview(cfg: AugmentConfig) -> None:
@@ -238,20 +128,8 @@ if ui.AUG_SAMPLE_SEED not in st.session_state:
     st.session_state[ui.AUG_SAMPLE_SEED] = 0
     st.session_state[ui.AUG_JSON_ERROR] = None
     augment.warm_up()  # the first preview with a transform on needs Keras: load it now
-for _field in FIELDS:  # widget state is dropped while the page is away: refill it
-    if _key(_field) not in st.session_state:
-        st.session_state[_key(_field)] = getattr(ui.augment_config(), _field)
-
-# Values can reach the widgets from outside the form (session state, a script);
-# check them before drawing, so a bad one is a message, not a widget exception.
-try:
-    config = _config_from_widgets()
-except ValueError as exc:
-    ui.show_error(exc, "Setting refused")
-    _set_widgets(ui.augment_config())
-    config = ui.augment_config()
-st.session_state[ui.AUGMENT] = config
-st.session_state[ui.AUG_PRESET] = config.preset
+forms.bind("augment")
+forms.show_notice()
 
 data_cfg = ui.data_config()
 try:
@@ -266,10 +144,7 @@ left, right = st.columns([2, 3], gap="large")
 with left:
     _form(disabled, augment.option_notes(data_cfg.source))
 
-# The form's widgets have run: read the final values once more (they are valid by
-# construction now) and keep them as the session's recipe part.
-config = _config_from_widgets()
-st.session_state[ui.AUGMENT] = config
+config = ui.augment_config()  # the draft: what the form shows and what trains
 
 with right:
     st.subheader("Preview")
@@ -301,9 +176,12 @@ st.caption("The same layers and seeds as plain Keras 3: copy it into your own sc
 st.code(augment.keras_code(config, image_shape), language="python", height=420)
 
 with st.expander("Settings as JSON"):
+    stale = st.session_state.get(ui.AUG_JSON_REVISION) != ui.draft().revision
+    if stale or ui.AUG_JSON not in st.session_state:
+        st.session_state[ui.AUG_JSON] = config.to_json()  # the box follows the draft
+        st.session_state[ui.AUG_JSON_REVISION] = ui.draft().revision
     st.text_area(
         "AugmentConfig",
-        value=config.to_json(),
         key=ui.AUG_JSON,
         height=200,
         help="Edit or paste settings, then load them into the form.",

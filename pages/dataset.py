@@ -1,90 +1,80 @@
 """Dataset: choose where the images come from, then check what you got.
 
-The form edits the session's DataConfig (ui.DATA), which every other page uses.
-Below it: image size and channels, images per class per split, warnings
-(imbalance, tiny classes, skipped files) and a sample grid per class. Uploads
-(a .zip or a folder of class folders) are stored in the workspace by lib.data.uploads.
+The options edit the draft's DataConfig (pages.forms binds each widget to its
+field; a change is in use the moment it is made). Below them: image size and
+channels, images per class per split, warnings (imbalance, tiny classes,
+skipped files) and a sample grid per class. Uploads (a .zip or a folder of class
+folders) are stored in the workspace by lib.data.uploads under a generated id and
+shown by their own name.
 """
+
+import time
 
 import streamlit as st
 
 from lib.config import DataConfig
 from lib.data import DatasetError, load_dataset
+from lib.data import uploads as upload_store
 from lib.data.archives import DEFAULT_LIMITS
 from lib.data.dataset import dataset_warnings
 from lib.data.images import EXTENSIONS
 from lib.data.sources import data_roots
-from lib.data.uploads import list_uploads, save_upload_archive, save_upload_files
+from lib.errors import KestrelError
 from lib.plots.data import SPLIT_LABELS, class_counts_figure, sample_mosaic
-from pages import ui
+from pages import forms, ui
 
-SOURCES = {
-    "shapes": "Shapes — generated, needs nothing",
-    "digits": "Digits — scikit-learn 8×8",
-    "fashion_mnist": "Fashion-MNIST",
-    "mnist": "MNIST",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "folder": "Folder on the server",
-    "upload": "Uploaded images",
-}
 OWN_TEST = ("fashion_mnist", "mnist", "cifar10", "cifar100")  # sources with their own test split
 COMMON = ("image_size", "color_mode", "val_fraction", "test_fraction", "seed", "max_per_class")
-PER_SOURCE = {"shapes": ("shapes_count", "shapes_size"), "folder": ("path",), "upload": ("path",)}
 PER_CLASS = 8  # sample images per class
 MAX_SAMPLE_CLASSES = 12  # classes shown at once in the sample grid
 IMAGE_TYPES = sorted({ext.lstrip(".") for ext in EXTENSIONS})
+PENDING = "dataset_pending_source"  # why the picked source is not in use yet, or None
+PATH_KEY = ui.DATA_FIELD + "path"
 
 
-def _key(field: str) -> str:
-    return ui.DATA_FIELD + field
+def _seed_path(draft, force: bool) -> None:
+    """The folder box and the upload picker both edit DataConfig.path; seed the right one."""
+    data = draft.data
+    if force or PATH_KEY not in st.session_state:
+        st.session_state[PATH_KEY] = data.path if data.source == "folder" else ""
+    if force or ui.DATA_UPLOAD_PICK not in st.session_state:
+        st.session_state[ui.DATA_UPLOAD_PICK] = data.path if data.source == "upload" else None
 
 
-def _init_widgets(cfg: DataConfig) -> None:
-    """Widgets start from the active config (and again after visiting another page)."""
-    st.session_state.setdefault(ui.DATA_SOURCE, cfg.source)
-    for field in (*COMMON, "shapes_count", "shapes_size"):
-        st.session_state.setdefault(_key(field), getattr(cfg, field))
-    st.session_state.setdefault(_key("path"), cfg.path if cfg.source == "folder" else "")
-    st.session_state.setdefault(ui.DATA_UPLOAD_PICK, cfg.path if cfg.source == "upload" else None)
-    st.session_state.setdefault(ui.DATA_UPLOAD_MSG, None)
-    st.session_state.setdefault(ui.DATA_SAMPLE_SEED, 0)
-
-
-def _config_from_widgets() -> DataConfig:
-    """The DataConfig the form describes; ValueError names a bad field."""
-    source = st.session_state[ui.DATA_SOURCE]
-    values = {f: st.session_state[_key(f)] for f in COMMON}
-    values["source"] = source
-    if source == "shapes":
-        values["shapes_count"] = int(st.session_state[_key("shapes_count")])
-        values["shapes_size"] = int(st.session_state[_key("shapes_size")])
-    elif source == "folder":
-        values["path"] = st.session_state[_key("path")].strip()
+def _build(draft):
+    """The draft with the DataConfig the widgets describe; ValueError names a bad field."""
+    s = st.session_state
+    source = s[ui.DATA_FIELD + "source"]
+    base = draft.data.replace(source="shapes")  # a neutral base: the path check comes below
+    names = ["source", *COMMON, "shapes_count", "shapes_size"]
+    cfg = forms.read_widgets(DataConfig, base, ui.DATA_FIELD, names)
+    path = ""
+    if source == "folder":
+        path = str(s.get(PATH_KEY, "")).strip()
+        if not path:
+            raise LookupError("type the folder's path on the server")
     elif source == "upload":
-        values["path"] = st.session_state[ui.DATA_UPLOAD_PICK] or ""
-    for f in ("image_size", "seed", "max_per_class"):
-        values[f] = int(values[f])
-    if source == "upload" and not values["path"]:
-        raise ValueError("no upload chosen: upload a .zip or a folder below first")
-    if source == "folder" and not values["path"]:
-        raise ValueError("DataConfig.path: type the folder's path on the server")
-    return DataConfig(**values)
+        path = s.get(ui.DATA_UPLOAD_PICK) or ""
+        if not path:
+            raise LookupError("upload a .zip or a folder below first")
+    return draft.with_parts(data=cfg.replace(source=source, path=path))
 
 
-def _apply() -> None:
+def _commit() -> None:
+    """Widget callback: use the options at once; a source still missing its folder waits."""
+    st.session_state[PENDING] = None
     try:
-        st.session_state[ui.DATA] = _config_from_widgets()
-        st.session_state[ui.DATA_UPLOAD_MSG] = None
-    except ValueError as exc:
-        st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Settings refused: {exc}")
+        new = _build(ui.draft())
+    except LookupError as exc:  # the source needs one more answer: keep the widgets as they are
+        st.session_state[PENDING] = str(exc)
+        return
+    forms.commit("data", build=lambda _draft: new)
 
 
 def _use_upload(upload_id: str) -> None:
     """Make a fresh upload the active dataset, keeping the other options."""
-    st.session_state[ui.DATA_SOURCE] = "upload"
-    st.session_state[ui.DATA_UPLOAD_PICK] = upload_id
-    _apply()
+    forms.update_draft(lambda d: d.with_parts(data=d.data.replace(source="upload", path=upload_id)))
+    st.session_state[PENDING] = None
 
 
 def _save_zip() -> None:
@@ -93,12 +83,12 @@ def _save_zip() -> None:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", "Choose a .zip file first.")
         return
     try:
-        upload_id = save_upload_archive(file.getvalue(), file.name)
-    except ValueError as exc:
+        upload_id = upload_store.save_upload_archive(file.getvalue(), file.name)
+    except KestrelError as exc:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Upload refused: {exc}")
         return
     _use_upload(upload_id)
-    st.session_state[ui.DATA_UPLOAD_MSG] = ("success", f"Stored {file.name} as {upload_id}.")
+    st.session_state[ui.DATA_UPLOAD_MSG] = ("success", f"Stored {file.name} and selected it.")
 
 
 def _save_dir() -> None:
@@ -107,63 +97,126 @@ def _save_dir() -> None:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", "Choose a folder first.")
         return
     try:
-        upload_id = save_upload_files([(f.name, f.getvalue()) for f in files])
-    except ValueError as exc:
+        upload_id = upload_store.save_upload_files([(f.name, f.getvalue()) for f in files])
+    except KestrelError as exc:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Upload refused: {exc}")
         return
     _use_upload(upload_id)
-    st.session_state[ui.DATA_UPLOAD_MSG] = ("success", f"Stored {len(files)} files as {upload_id}.")
+    st.session_state[ui.DATA_UPLOAD_MSG] = (
+        "success",
+        f"Stored {len(files)} files and selected them.",
+    )
+
+
+def _rename_upload() -> None:
+    upload_id = st.session_state.get(ui.DATA_UPLOAD_PICK)
+    name = st.session_state.get(ui.DATA_UPLOAD_NAME, "")
+    rename = getattr(upload_store, "rename_upload", None)
+    if not upload_id or rename is None:
+        return
+    try:
+        rename(upload_id, name)
+    except KestrelError as exc:
+        st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Not renamed: {exc}")
+
+
+def _delete_upload(upload_id: str) -> None:
+    st.session_state.pop(ui.DATA_UPLOAD_DELETE_ASK, None)
+    try:
+        upload_store.delete_upload(upload_id)
+    except KestrelError as exc:
+        st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Not deleted: {exc}")
+        return
+    draft = ui.draft()
+    if draft.data.source == "upload" and draft.data.path == upload_id:
+        forms.update_draft(lambda d: d.with_parts(data=DataConfig()))
+        text = "Deleted the upload; the dataset is back to the generated shapes."
+    else:
+        text = "Deleted the upload."
+    st.session_state[ui.DATA_UPLOAD_PICK] = None
+    st.session_state[ui.DATA_UPLOAD_MSG] = ("success", text)
 
 
 def _reshuffle() -> None:
     st.session_state[ui.DATA_SAMPLE_SEED] += 1
 
 
-def _upload_label(manifest: dict) -> str:
+def upload_label(manifest: dict) -> str:
+    """An upload as people know it: its name, classes, images, date."""
+    name = manifest.get("display_name") or manifest["id"]
     classes = manifest.get("classes", [])
-    return f"{manifest['id']} · {len(classes)} classes · {manifest.get('images', 0)} images"
+    when = manifest.get("created")
+    date = time.strftime(" · %Y-%m-%d %H:%M", time.localtime(when)) if when else ""
+    return f"{name} · {len(classes)} classes · {manifest.get('images', 0)} images{date}"
+
+
+def _upload_picker(uploads: list[dict]) -> None:
+    ids = [m["id"] for m in uploads]
+    labels = {m["id"]: upload_label(m) for m in uploads}
+    if ids and st.session_state.get(ui.DATA_UPLOAD_PICK) not in ids:
+        st.session_state[ui.DATA_UPLOAD_PICK] = ids[0]
+    forms.mark_bound(DataConfig, "path")
+    st.selectbox("Upload", ids, format_func=lambda i: labels.get(i, i), key=ui.DATA_UPLOAD_PICK,
+                 on_change=_commit,
+                 placeholder="nothing uploaded yet — use 'Upload images' below")  # fmt: skip
+    picked = st.session_state.get(ui.DATA_UPLOAD_PICK)
+    if not picked:
+        return
+    manifest = next(m for m in uploads if m["id"] == picked)
+    if hasattr(upload_store, "rename_upload"):
+        st.session_state[ui.DATA_UPLOAD_NAME] = manifest.get("display_name") or picked
+        st.text_input("Name of this upload", key=ui.DATA_UPLOAD_NAME, on_change=_rename_upload,
+                      max_chars=80)  # fmt: skip
+    st.button("Delete this upload", key=ui.DATA_UPLOAD_DELETE, icon=":material/delete:",
+              on_click=lambda: st.session_state.__setitem__(ui.DATA_UPLOAD_DELETE_ASK, picked))  # fmt: skip
+    if st.session_state.get(ui.DATA_UPLOAD_DELETE_ASK) == picked:
+        st.warning(f"Delete the upload {manifest.get('display_name') or picked}? Its images are "
+                   "removed from the workspace for good; runs trained on it keep their models.")  # fmt: skip
+        yes, no = st.columns(2)
+        yes.button("Delete for good", key=ui.DATA_UPLOAD_DELETE_YES, type="primary",
+                   on_click=_delete_upload, args=(picked,))  # fmt: skip
+        no.button("Keep it", key=ui.DATA_UPLOAD_DELETE_NO,
+                  on_click=lambda: st.session_state.pop(ui.DATA_UPLOAD_DELETE_ASK, None))  # fmt: skip
+
+
+def _field(name: str, container=None, **kwargs) -> None:
+    forms.field(DataConfig, name, "data", container=container, on_change=_commit, **kwargs)
 
 
 def _form(uploads: list[dict]) -> None:
-    source = st.selectbox("Source", list(SOURCES), format_func=SOURCES.get, key=ui.DATA_SOURCE)
-    with st.form(ui.DATA_FORM, border=False):
-        if source == "shapes":
-            c1, c2 = st.columns(2)
-            c1.number_input("Images", 60, 200_000, step=600, key=_key("shapes_count"),
-                            help="Generated images in all, spread evenly over 6 shapes.")  # fmt: skip
-            c2.number_input("Side (px)", 16, 256, step=16, key=_key("shapes_size"))
-        elif source == "folder":
-            st.text_input("Folder on the server", key=_key("path"), placeholder="/data/flowers",
-                          help="One sub-folder per class, images inside (any depth). Read in "
-                               "place, never loaded whole. Readable folders: "
-                               + ", ".join(str(r) for r in data_roots())
-                               + " (set KESTREL_DATA_ROOTS to share others).")  # fmt: skip
-        elif source == "upload":
-            ids = [m["id"] for m in uploads]
-            labels = {m["id"]: _upload_label(m) for m in uploads}
-            if st.session_state.get(ui.DATA_UPLOAD_PICK) not in ids:
-                st.session_state[ui.DATA_UPLOAD_PICK] = ids[0] if ids else None
-            st.selectbox("Upload", ids, format_func=labels.get, key=ui.DATA_UPLOAD_PICK,
-                         placeholder="nothing uploaded yet — use 'Upload images' below")  # fmt: skip
-        elif source in OWN_TEST:
-            st.caption("Uses its own test split. Downloaded once by Keras into ~/.keras/datasets.")
+    _field("source")
+    source = st.session_state[ui.DATA_FIELD + "source"]
+    if source == "shapes":
         c1, c2 = st.columns(2)
-        c1.number_input("Resize to (px, 0 keeps)", 0, 512, step=8, key=_key("image_size"),
-                        help="Square side every image is resized to. 0 keeps the source size.")  # fmt: skip
-        c2.selectbox("Channels", ("auto", "rgb", "grayscale"), key=_key("color_mode"),
-                     format_func={"auto": "as the source", "rgb": "RGB (3)",
-                                  "grayscale": "grayscale (1)"}.get)  # fmt: skip
-        c1, c2 = st.columns(2)
-        c1.slider("Validation share", 0.0, 0.5, step=0.05, key=_key("val_fraction"))
-        c2.slider("Test share", 0.0, 0.5, step=0.05, key=_key("test_fraction"),
-                  disabled=source in OWN_TEST,
-                  help="Ignored for sources with their own test split.")  # fmt: skip
-        c1, c2 = st.columns(2)
-        c1.number_input("Seed", 0, 2**31 - 1, key=_key("seed"), help="Splits (and shapes).")
-        c2.number_input("Max per class (0 = all)", 0, 10_000_000, step=100,
-                        key=_key("max_per_class"))  # fmt: skip
-        st.form_submit_button("Use this dataset", type="primary", key=ui.DATA_APPLY,
-                              on_click=_apply)  # fmt: skip
+        _field("shapes_count", c1)
+        _field("shapes_size", c2)
+    elif source == "folder":
+        forms.mark_bound(DataConfig, "path")
+        st.text_input(forms.label(DataConfig, "path"), key=PATH_KEY, placeholder="/data/flowers",
+                      on_change=_commit,
+                      help="One sub-folder per class, images inside (any depth). Read in "
+                           "place, never loaded whole. Readable folders: "
+                           + ", ".join(str(r) for r in data_roots())
+                           + " (set KESTREL_DATA_ROOTS to share others).")  # fmt: skip
+    elif source == "upload":
+        _upload_picker(uploads)
+    elif source in OWN_TEST:
+        st.caption("Uses its own test split. Downloaded once by Keras into ~/.keras/datasets.")
+    c1, c2 = st.columns(2)
+    _field("image_size", c1)
+    _field("color_mode", c2)
+    c1, c2 = st.columns(2)
+    _field("val_fraction", c1)
+    _field("test_fraction", c2, disabled=source in OWN_TEST,
+           help_text="Ignored for sources with their own test split.")  # fmt: skip
+    c1, c2 = st.columns(2)
+    _field("seed", c1, help_text="Splits (and shapes).")
+    _field("max_per_class", c2)
+    forms.show_refusal("data")
+    pending = st.session_state.get(PENDING)
+    if pending:
+        st.warning(f"Not in use yet: {pending}. Runs still use {ui.describe_data(ui.data_config())}.",
+                   icon=":material/pending:")  # fmt: skip
 
 
 def _upload_section() -> None:
@@ -237,14 +290,22 @@ def _samples(ds) -> None:
 
 ui.ensure_router()
 st.title("Dataset")
-active = ui.data_config()
-_init_widgets(active)
-uploads = list_uploads()
+_draft = forms.bind("data")
+_seed_path(
+    _draft, force=st.session_state.get(ui.FORM_SEEDED, {}).get("data_path") != _draft.revision
+)
+st.session_state[ui.FORM_SEEDED]["data_path"] = _draft.revision
+st.session_state.setdefault(ui.DATA_UPLOAD_MSG, None)
+st.session_state.setdefault(ui.DATA_SAMPLE_SEED, 0)
+st.session_state.setdefault(PENDING, None)
+uploads = upload_store.list_uploads()
 
 form_col, info_col = st.columns([2, 3], gap="large")
 with form_col:
     _form(uploads)
-    with st.expander("Upload images", expanded=st.session_state[ui.DATA_SOURCE] == "upload"):
+    with st.expander(
+        "Upload images", expanded=st.session_state[ui.DATA_FIELD + "source"] == "upload"
+    ):
         _upload_section()
     message = st.session_state[ui.DATA_UPLOAD_MSG]
     if message:
@@ -253,7 +314,7 @@ with form_col:
 
 with info_col:
     cfg = ui.data_config()
-    st.markdown(f"**Active:** {ui.describe_data(cfg)}")
+    st.markdown("**In use:** " + ui.describe_data(cfg).replace("*", "\\*"))
     try:
         with st.spinner("Loading the dataset…"):
             dataset = load_dataset(cfg)

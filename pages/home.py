@@ -19,17 +19,17 @@ st.markdown(
 cols = st.columns(3)
 with cols[0].container(border=True):
     st.caption("Dataset")
-    st.markdown(f"**{ui.describe_data(ui.data_config())}**")
+    st.text(ui.describe_data(ui.data_config()))
 with cols[1].container(border=True):
     st.caption("Model")
-    st.markdown(f"**{ui.describe_model(ui.model_config())}**")
+    st.text(ui.describe_model(ui.model_config()))
 with cols[2].container(border=True):
     st.caption("Latest run")
     runs = runstore.list_run_dirs()
     if runs:
         status = runstore.read_status(runs[0])
         name = runstore.read_config(runs[0]).name or runs[0].name
-        st.markdown(f"**{name}** · {status.state}")
+        st.text(f"{name} · {status.state}")  # a user's name: text, never markdown
     else:
         st.markdown("**none yet**")
 st.page_link("pages/dataset.py", label="Start with a dataset", icon=":material/arrow_forward:")

@@ -1,44 +1,31 @@
 """Model: pick a preset or build a CNN, and see what it costs for the active dataset.
 
-The form edits the session's ModelConfig (ui.MODEL). The summary (layers,
+The widgets edit the draft's ModelConfig (pages.forms binds them). The summary (layers,
 parameters, FLOPs, activation memory, block diagram) is computed by
 lib.model_summary for the active dataset's image shape and class count, and
 cached per (config, shape), so only a changed config builds a model.
 """
 
+import dataclasses
+
 import streamlit as st
 
+from lib import preflight
 from lib.architectures import (
     PRESET_INFO,
     ModelConfigError,
     check_model_config,
-    imagenet_weights_path,
     model_warnings,
-    transfer_input_size,
 )
-from lib.config import ACTIVATIONS, MODEL_PRESETS, ConvBlock, HeadConfig
+from lib.config import MAX_BLOCKS, ConvBlock, HeadConfig, ModelConfig
 from lib.data import DatasetError, load_dataset
 from lib.model_summary import format_shape, human_bytes, human_count, summarize_config
 from lib.plots.model import model_diagram_figure
-from pages import ui
-
-BLOCK_FIELDS = (
-    "filters",
-    "kernel",
-    "stride",
-    "convs",
-    "activation",
-    "batch_norm",
-    "pool",
-    "dropout",
-)
-MAX_BLOCKS = 16  # ModelConfig's limit
+from pages import forms, ui
 
 
 @st.cache_data(max_entries=64, show_spinner="Building the model…")
 def _summary(cfg_json: str, input_shape: tuple, num_classes: int):
-    from lib.config import ModelConfig
-
     return summarize_config(ModelConfig.from_json(cfg_json), input_shape, num_classes)
 
 
@@ -50,53 +37,49 @@ def _dataset_shape(data_json: str) -> tuple[tuple[int, int, int], int]:
     return tuple(ds.image_shape), len(ds.class_names)
 
 
-# ---------------------------------------------------------------- widget state
+# ---------------------------------------------------------------- the draft
 
 
-def _block_key(i: int, field: str) -> str:
-    return f"{ui.MODEL_BLOCK}{i}_{field}"
+def _block_prefix(i: int) -> str:
+    return f"{ui.MODEL_BLOCK}{i}_"
 
 
-def _field_key(field: str) -> str:
-    return ui.MODEL_FIELD + field
+BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(ConvBlock))
+HEAD_FIELDS = tuple(f.name for f in dataclasses.fields(HeadConfig))
+SCALARS = ("preset", "weights", "freeze_backbone", "unfreeze_last", "width", "dropout")
 
 
-def _head_key(field: str) -> str:
-    return ui.MODEL_HEAD + field
-
-
-def _init_widgets(cfg) -> None:
-    """Seed the widgets from the stored config where they lack a value or it changed elsewhere.
-
-    Streamlit forgets widget values when the page is left, and another page may
-    replace the config (a cloned run), so ui.MODEL is the lasting copy.
-    """
-    values = {
-        _field_key(f): getattr(cfg, f)
-        for f in ("preset", "weights", "freeze_backbone", "unfreeze_last", "width", "dropout")
-    }
-    values[_head_key("pooling")] = cfg.head.pooling
-    values[_head_key("dense")] = ", ".join(str(u) for u in cfg.head.dense)
-    values[_head_key("dropout")] = cfg.head.dropout
+def _seed_custom(draft, force: bool) -> None:
+    """The block editor and the head edit ModelConfig.blocks and .head; seed them from the draft."""
+    cfg = draft.model
     for i, block in enumerate(cfg.blocks):
-        for f in BLOCK_FIELDS:
-            values[_block_key(i, f)] = getattr(block, f)
-    changed_elsewhere = st.session_state.get(ui.MODEL_SYNCED) != cfg
-    for key, value in values.items():
-        if changed_elsewhere or key not in st.session_state:
-            st.session_state[key] = value
+        forms.seed_widgets(ConvBlock, block, _block_prefix(i), BLOCK_FIELDS, force=force)
+    forms.seed_widgets(HeadConfig, cfg.head, ui.MODEL_HEAD, HEAD_FIELDS, force=force)
 
 
-def _blocks_from_widgets() -> list[ConvBlock]:
-    n = len(ui.model_config().blocks)
-    return [
-        ConvBlock(**{f: st.session_state[_block_key(i, f)] for f in BLOCK_FIELDS}) for i in range(n)
-    ]
+def _from_widgets(draft):
+    """The draft with the ModelConfig the widgets describe; ValueError names a bad field."""
+    cfg = draft.model
+    cfg = forms.read_widgets(ModelConfig, cfg, ui.MODEL_FIELD, SCALARS)
+    blocks = tuple(
+        forms.read_widgets(ConvBlock, block, _block_prefix(i), BLOCK_FIELDS)
+        for i, block in enumerate(draft.model.blocks)
+    )
+    head = forms.read_widgets(HeadConfig, cfg.head, ui.MODEL_HEAD, HEAD_FIELDS)
+    return draft.with_parts(model=cfg.replace(blocks=blocks, head=head))
+
+
+def _commit() -> None:
+    forms.commit("model", build=_from_widgets)
 
 
 def _edit_blocks(action: str, i: int = 0) -> None:
-    """Button callback: add, remove or move a block; runs before the page reruns."""
-    blocks = _blocks_from_widgets()
+    """Button callback: add, remove or move a block (the widgets' values first)."""
+    try:
+        draft = _from_widgets(ui.draft())
+    except ValueError:
+        draft = ui.draft()
+    blocks = list(draft.model.blocks)
     if action == "add":
         blocks.append(blocks[-1])
     elif action == "remove" and len(blocks) > 1:
@@ -105,31 +88,19 @@ def _edit_blocks(action: str, i: int = 0) -> None:
         blocks[i - 1], blocks[i] = blocks[i], blocks[i - 1]
     elif action == "down" and i < len(blocks) - 1:
         blocks[i + 1], blocks[i] = blocks[i], blocks[i + 1]
-    cfg = ui.model_config().replace(blocks=tuple(blocks))
-    st.session_state[ui.MODEL] = cfg
-    _init_widgets(cfg)  # the config now differs from the synced one: every widget is re-seeded
-
-
-def _parse_dense(text: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(
-            f"Head dense layers must be whole numbers separated by commas (e.g. 128, 64), got {text!r}"
-        ) from None
+    new = draft.with_parts(model=draft.model.replace(blocks=tuple(blocks)))
+    forms.update_draft(lambda _d: new)
 
 
 # ---------------------------------------------------------------- sections
 
 
+def _field(name: str, container=None, **kwargs):
+    return forms.field(ModelConfig, name, "model", container=container, on_change=_commit, **kwargs)
+
+
 def _preset_section() -> str:
-    preset = st.selectbox(
-        "Architecture",
-        MODEL_PRESETS,
-        key=_field_key("preset"),
-        format_func=lambda p: PRESET_INFO[p].title,
-    )
+    preset = _field("preset", format_func=lambda p: PRESET_INFO[p].title)
     st.caption(PRESET_INFO[preset].description)
     return preset
 
@@ -138,99 +109,51 @@ def _options_section(preset: str, input_shape) -> None:
     kind = PRESET_INFO[preset].kind
     cols = st.columns(2)
     if kind == "cnn":
-        cols[0].slider(
-            "Width (channel multiplier)",
-            0.25,
-            4.0,
-            step=0.25,
-            key=_field_key("width"),
-            help="Scales every layer's channels; 2 doubles them (about 4× the compute).",
-        )
-    cols[1 if kind == "cnn" else 0].slider(
-        "Dropout before the output layer",
-        0.0,
-        0.9,
-        step=0.05,
-        key=_field_key("dropout"),
-    )
+        _field("width", cols[0])
+    _field("dropout", cols[1 if kind == "cnn" else 0])
     if kind == "transfer":
         cols = st.columns(2)
-        cols[0].radio(
-            "Initial weights",
-            ("imagenet", "none"),
-            key=_field_key("weights"),
-            format_func=lambda w: {"imagenet": "ImageNet", "none": "random"}[w],
-            help="ImageNet weights need a download once (about 10–100 MB), or a cached copy.",
+        _field("weights", cols[0], options=("imagenet", "none"))
+        _field("freeze_backbone", cols[1])
+        _field(
+            "unfreeze_last",
+            cols[1],
+            disabled=not st.session_state[ui.MODEL_FIELD + "freeze_backbone"],
         )
-        cols[1].checkbox(
-            "Freeze backbone",
-            key=_field_key("freeze_backbone"),
-            help="Train only the new head; the standard first step of transfer learning.",
-        )
-        cols[1].number_input(
-            "Unfreeze the last N backbone layers",
-            0,
-            1000,
-            step=1,
-            key=_field_key("unfreeze_last"),
-            disabled=not st.session_state[_field_key("freeze_backbone")],
-            help="Fine-tune the top of a frozen backbone (BatchNorm layers stay frozen).",
-        )
-        if st.session_state[_field_key("weights")] == "imagenet" and input_shape:
-            path = imagenet_weights_path(preset, transfer_input_size(input_shape))
-            if not path.exists():
-                st.info(
-                    f"ImageNet weights for {preset} are not cached on this server ({path}). "
-                    "Training will try to download them, which needs internet access; "
-                    "choose random weights to train offline.",
-                    icon=":material/cloud_download:",
-                )
+        if input_shape:
+            problem = preflight.weights_problem(ui.model_config(), tuple(input_shape))
+            if problem:
+                st.warning(problem, icon=":material/cloud_off:")
 
 
 def _block_editor(i: int, n: int) -> None:
+    prefix = _block_prefix(i)
+
+    def block_field(name: str, container) -> None:
+        forms.field(ConvBlock, name, "model", prefix=prefix, container=container, on_change=_commit)
+
     with st.container(border=True):
         top = st.columns([6, 1, 1, 1], vertical_alignment="center")
         top[0].markdown(f"**Block {i + 1}**")
-        top[1].button(
-            "",
-            icon=":material/arrow_upward:",
-            key=f"{ui.MODEL_BLOCK}{i}_up",
-            on_click=_edit_blocks,
-            args=("up", i),
-            disabled=i == 0,
-            help="Move up",
-        )
-        top[2].button(
-            "",
-            icon=":material/arrow_downward:",
-            key=f"{ui.MODEL_BLOCK}{i}_down",
-            on_click=_edit_blocks,
-            args=("down", i),
-            disabled=i == n - 1,
-            help="Move down",
-        )
-        top[3].button(
-            "",
-            icon=":material/delete:",
-            key=f"{ui.MODEL_BLOCK}{i}_remove",
-            on_click=_edit_blocks,
-            args=("remove", i),
-            disabled=n == 1,
-            help="Remove this block",
-        )
+        top[1].button("", icon=":material/arrow_upward:", key=f"{prefix}up",
+                      on_click=_edit_blocks, args=("up", i), disabled=i == 0, help="Move up")  # fmt: skip
+        top[2].button("", icon=":material/arrow_downward:", key=f"{prefix}down",
+                      on_click=_edit_blocks, args=("down", i), disabled=i == n - 1,
+                      help="Move down")  # fmt: skip
+        top[3].button("", icon=":material/delete:", key=f"{prefix}remove",
+                      on_click=_edit_blocks, args=("remove", i), disabled=n == 1,
+                      help="Remove this block")  # fmt: skip
         c = st.columns(4)
-        c[0].number_input("Filters", 1, 1024, step=8, key=_block_key(i, "filters"))
-        c[1].number_input("Kernel", 1, 11, step=2, key=_block_key(i, "kernel"))
-        c[2].number_input("Stride", 1, 4, step=1, key=_block_key(i, "stride"))
-        c[3].number_input("Convs", 1, 4, step=1, key=_block_key(i, "convs"))
+        for col, name in zip(c, ("filters", "kernel", "stride", "convs"), strict=True):
+            block_field(name, col)
         c = st.columns([1, 1, 1, 1.2], vertical_alignment="bottom")
-        c[0].selectbox("Activation", ACTIVATIONS, key=_block_key(i, "activation"))
-        c[1].selectbox("Pooling", ("max", "avg", "none"), key=_block_key(i, "pool"))
-        c[2].number_input("Dropout", 0.0, 0.9, step=0.05, key=_block_key(i, "dropout"))
-        c[3].checkbox("Batch norm", key=_block_key(i, "batch_norm"))
+        for col, name in zip(c, ("activation", "pool", "dropout", "batch_norm"), strict=True):
+            block_field(name, col)
 
 
 def _custom_section() -> None:
+    forms.mark_bound(ModelConfig, "blocks")
+    forms.mark_bound(ModelConfig, "head")
     st.markdown("##### Conv blocks")
     st.caption(
         "Each block: conv layer(s) with 'same' padding (stride on the first), then pooling and dropout."
@@ -248,42 +171,9 @@ def _custom_section() -> None:
     )
     st.markdown("##### Head")
     c = st.columns(3)
-    c[0].selectbox(
-        "Pooling",
-        HeadConfig.field_help("pooling")["choices"],
-        key=_head_key("pooling"),
-        format_func=lambda p: {"global_avg": "global average", "global_max": "global max"}.get(
-            p, p
-        ),
-    )
-    c[1].text_input(
-        "Dense layers", key=_head_key("dense"), help="Hidden widths, e.g. 128, 64; empty for none."
-    )
-    c[2].number_input("Dropout before each dense", 0.0, 0.9, step=0.05, key=_head_key("dropout"))
-
-
-def _config_from_widgets(preset: str):
-    """The ModelConfig the widgets describe; ValueError names a bad field."""
-    current = ui.model_config()
-    s = st.session_state
-    changes = {"preset": preset, "dropout": float(s[_field_key("dropout")])}
-    kind = PRESET_INFO[preset].kind
-    if kind == "cnn":
-        changes["width"] = float(s[_field_key("width")])
-    if kind == "transfer":
-        changes |= {
-            "weights": s[_field_key("weights")],
-            "freeze_backbone": bool(s[_field_key("freeze_backbone")]),
-            "unfreeze_last": int(s[_field_key("unfreeze_last")]),
-        }
-    if kind == "custom":
-        head = HeadConfig(
-            pooling=s[_head_key("pooling")],
-            dense=_parse_dense(s[_head_key("dense")]),
-            dropout=float(s[_head_key("dropout")]),
-        )
-        changes |= {"blocks": tuple(_blocks_from_widgets()), "head": head}
-    return current.replace(**changes)
+    for col, name in zip(c, ("pooling", "dense", "dropout"), strict=True):
+        forms.field(HeadConfig, name, "model", prefix=ui.MODEL_HEAD, container=col,
+                    on_change=_commit)  # fmt: skip
 
 
 def _summary_section(cfg, input_shape, num_classes: int) -> None:
@@ -332,37 +222,31 @@ def _summary_section(cfg, input_shape, num_classes: int) -> None:
 
 ui.ensure_router()
 st.title("Model")
-_init_widgets(ui.model_config())
+_draft = forms.bind("model")
+_seeded = st.session_state[ui.FORM_SEEDED]
+_seed_custom(_draft, force=_seeded.get("model_custom") != _draft.revision)
+_seeded["model_custom"] = _draft.revision
 
 try:
-    input_shape, num_classes = _dataset_shape(ui.data_config().to_json(indent=None))
+    input_shape, num_classes = _dataset_shape(_draft.data.to_json(indent=None))
 except DatasetError as exc:
     input_shape, num_classes = None, None
-    ui.show_error(exc, "The active dataset cannot be loaded, so no summary can be shown")
+    ui.show_error(exc, "The dataset in use cannot be loaded, so no summary can be shown")
 
 left, right = st.columns([5, 6], gap="large")
 with left:
+    forms.show_notice()
     preset = _preset_section()
     _options_section(preset, input_shape)
     if PRESET_INFO[preset].kind == "custom":
         _custom_section()
-    try:
-        cfg = _config_from_widgets(preset)
-    except ValueError as exc:
-        ui.show_error(exc)
-        cfg = None
-    else:
-        shown = ui.describe_model(ui.model_config())
-        st.session_state[ui.MODEL] = cfg
-        st.session_state[ui.MODEL_SYNCED] = cfg
-        if ui.describe_model(cfg) != shown:
-            st.rerun()  # the sidebar, drawn before this page, names the model
+    forms.show_refusal("model")
+    cfg = ui.model_config()
 
 with right:
     if input_shape is not None:
         st.markdown(
-            f"**{PRESET_INFO[preset].title}** for {ui.describe_data(ui.data_config())}: "
+            f"**{PRESET_INFO[preset].title}** for {ui.describe_data(_draft.data)}: "
             f"input {format_shape(input_shape)}, {num_classes} classes"
         )
-        if cfg is not None:
-            _summary_section(cfg, input_shape, num_classes)
+        _summary_section(cfg, input_shape, num_classes)

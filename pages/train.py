@@ -13,27 +13,18 @@ import time
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lib import jobs, runstore
-from lib.config import OPTIMIZERS, SCHEDULES, RunConfig, TrainConfig
+from lib import drafts, jobs, preflight, runstore
+from lib.advice import small_data_advice
+from lib.config import RunConfig, TrainConfig
+from lib.data import DatasetError, load_dataset
+from lib.errors import KestrelError, log_internal_error
 from lib.plots.training import live_curves_figure, lr_figure
 from lib.recipes import RECIPE_INFO, RECIPES
-from pages import ui
+from pages import forms, ui
 
 ACTIVE_REFRESH_S = 1.5  # live panel refresh while a run is queued or training
 IDLE_REFRESH_S = 5.0  # slower while nothing trains (still picks up CLI runs)
 STATE_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
-SCHEDULE_LABELS = {
-    "constant": "constant",
-    "cosine": "cosine decay",
-    "warmup_cosine": "warm-up + cosine",
-    "one_cycle": "one-cycle",
-    "step": "step decay",
-    "reduce_on_plateau": "reduce on plateau",
-}
-
-
-def _key(field: str) -> str:
-    return f"{ui.TRAIN_FIELD_PREFIX}{field}"
 
 
 def _link(page: str, label: str, icon: str) -> None:
@@ -44,8 +35,8 @@ def _link(page: str, label: str, icon: str) -> None:
         st.caption(label)
 
 
-def _recipe_summary() -> None:
-    data, aug, model = ui.data_config(), ui.augment_config(), ui.model_config()
+def _recipe_summary(draft: drafts.Draft) -> None:
+    data, aug, model = draft.data, draft.augment, draft.model
     cols = st.columns(3)
     with cols[0], st.container(border=True):
         st.markdown(f"**Dataset** · {ui.describe_data(data)}")
@@ -87,94 +78,58 @@ def _recipe_summary() -> None:
         _link("pages/model.py", "Change model", ":material/neurology:")
 
 
-def _number(
-    field: str,
-    label: str,
-    cfg: TrainConfig,
-    *,
-    fmt: str | None = None,
-    step: float | None = None,
-    help_text: str | None = None,
-):
-    meta = TrainConfig.field_help(field)
-    lo, hi = meta["range"]
-    value = getattr(cfg, field)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return st.number_input(
-            label,
-            min_value=int(lo),
-            max_value=int(hi),
-            value=value,
-            step=int(step or 1),
-            key=_key(field),
-            help=help_text or meta.get("doc"),
-        )
-    return st.number_input(
-        label,
-        min_value=float(lo),
-        max_value=float(hi),
-        value=float(value),
-        step=step,
-        format=fmt,
-        key=_key(field),
-        help=help_text or meta.get("doc"),
-    )
+def _field(name: str, container=None, **kwargs) -> None:
+    forms.field(TrainConfig, name, "train", container=container, **kwargs)
 
 
-def _choice(field: str, label: str, cfg: TrainConfig, options, fmt=None):
-    value = getattr(cfg, field)
-    return st.selectbox(
-        label, options, index=list(options).index(value), key=_key(field), format_func=fmt or str
-    )
-
-
-def _form_values() -> dict:
-    names = [f for f in TrainConfig.__dataclass_fields__ if _key(f) in st.session_state]
-    values = {f: st.session_state[_key(f)] for f in names}
-    for f, v in values.items():
-        if isinstance(getattr(TrainConfig(), f), int) and not isinstance(v, bool):
-            values[f] = int(v)
-    return values
+def _commit_screen() -> None:
+    """Save what the widgets show right now (a value typed just before clicking Start)."""
+    forms.commit("train")
+    forms.commit("run_name")
 
 
 def _start_run() -> None:
-    """Form submit callback: validate, queue the run and watch it."""
+    """Start button: train exactly the draft the form shows, once per draft revision."""
     st.session_state[ui.TRAIN_START_ERROR] = None
+    _commit_screen()
+    if st.session_state.get(ui.FORM_REFUSED):
+        st.session_state[ui.TRAIN_START_ERROR] = "a value was refused; see the message above"
+        return
+    draft = ui.draft()
     try:
-        train = TrainConfig(**_form_values())
-        st.session_state[ui.TRAIN] = train
-        config = RunConfig(
-            name=st.session_state.get(ui.TRAIN_RUN_NAME, "").strip(),
-            data=ui.data_config(),
-            augment=ui.augment_config(),
-            model=ui.model_config(),
-            train=train,
+        preflight.check_startable(draft.run_config())
+        run_id, fresh = drafts.start_once(
+            draft.id, lambda d: jobs.start_run(d.run_config(), validate=False)
         )
-        run_id = jobs.start_run(config)
-    except ValueError as exc:  # config, dataset and model errors all say what to change
+    except KestrelError as exc:  # config, dataset, weights: the message says what to change
         st.session_state[ui.TRAIN_START_ERROR] = str(exc)
         return
+    except Exception as exc:
+        path = log_internal_error(exc, "starting a run")
+        st.session_state[ui.TRAIN_START_ERROR] = (
+            f"internal error ({type(exc).__name__}); the details are in {path}"
+        )
+        return
+    if not fresh:
+        st.session_state[ui.TRAIN_ACTION_MSG] = (
+            "info",
+            f"This form was already started as run {run_id}: nothing new was queued. "
+            "Change a setting to start another run.",
+        )
     _watch(run_id)
 
 
 def _watch(run_id: str | None) -> None:
     st.session_state[ui.SELECTED_RUN] = run_id
-    st.session_state[ui.TRAIN_WATCH] = run_id
 
 
 def _use_recipe() -> None:
-    """Put a named recipe's augmentation, model and training into the session; data stays."""
+    """Put a named recipe's augmentation, model and training into the draft; data stays."""
     name = st.session_state[ui.TRAIN_RECIPE]
-    recipe = RECIPES[name]
-    st.session_state[ui.AUGMENT] = recipe.augment
-    st.session_state[ui.MODEL] = recipe.model
-    st.session_state[ui.TRAIN] = recipe.train
-    for field in TrainConfig.__dataclass_fields__:  # widgets re-read the new values
-        st.session_state.pop(_key(field), None)
-    st.session_state[ui.TRAIN_ACTION_MSG] = (
-        "info",
-        f"Using the {RECIPE_INFO[name].title} recipe for augmentation, model and training; "
-        "the dataset is unchanged.",
+    forms.update_draft(
+        lambda d: d.with_recipe(RECIPES[name], data=False),
+        f"Using the {RECIPE_INFO[name].title} recipe for augmentation, model and training "
+        "(the form below shows its values); the dataset is unchanged.",
     )
 
 
@@ -191,56 +146,76 @@ def _recipe_picker() -> None:
     st.caption(RECIPE_INFO[name].description)
 
 
-def _hyperparameter_form() -> None:
-    cfg = ui.train_config()
-    with st.form(ui.TRAIN_FORM, border=True):
-        c1, c2, c3, c4 = st.columns(4)
-        with c1:
-            _number("epochs", "Epochs", cfg)
-        with c2:
-            _number("batch_size", "Batch size", cfg)
-        with c3:
-            _choice(
-                "optimizer",
-                "Optimizer",
-                cfg,
-                OPTIMIZERS,
-                {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}.get,
+def _apply_advice(config: RunConfig) -> None:
+    forms.update_draft(
+        lambda d: d.with_recipe(config, data=False),
+        "Applied the small-dataset advice; the form and the cards above show the new recipe.",
+    )
+
+
+def _small_data_section(draft: drafts.Draft) -> None:
+    """Advice for datasets with few images per class or lopsided classes, applied in one click."""
+    try:
+        ds = load_dataset(draft.data)
+    except (DatasetError, KestrelError):
+        return  # the Dataset page says what is wrong
+    shape = tuple(ds.image_shape)
+    advice = small_data_advice(
+        ds.counts()["train"],
+        list(ds.class_names),
+        draft.run_config(),
+        weights_problem=lambda m: preflight.weights_problem(m, shape),
+    )
+    if advice is None:
+        return
+    with st.container(border=True):
+        st.markdown("**Small dataset** · " + "; ".join(advice.reasons) + ".")
+        if advice.suggestions:
+            st.markdown("What helps:\n" + "\n".join(f"- {s}" for s in advice.suggestions))
+        for caveat in advice.caveats:
+            st.caption(caveat)
+        if advice.suggestions:
+            st.button(
+                "Apply these changes",
+                key=ui.TRAIN_ADVICE_APPLY,
+                icon=":material/auto_fix_high:",
+                on_click=_apply_advice,
+                args=(advice.config,),
             )
-        with c4:
-            _number("learning_rate", "Learning rate", cfg, fmt="%.1e", step=1e-4)
+
+
+def _hyperparameter_form() -> None:
+    with st.container(border=True):
         c1, c2, c3, c4 = st.columns(4)
-        with c1:
-            _choice("schedule", "LR schedule", cfg, SCHEDULES, SCHEDULE_LABELS.get)
-        with c2:
-            _number("warmup_epochs", "Warm-up epochs", cfg, fmt="%.1f", step=0.5)
-        with c3:
-            _number("early_stopping_patience", "Early-stopping patience", cfg)
-        with c4:
-            st.text_input("Run name (optional)", key=ui.TRAIN_RUN_NAME, max_chars=120)
+        _field("epochs", c1)
+        _field("batch_size", c2)
+        _field("optimizer", c3)
+        _field("learning_rate", c4)
+        c1, c2, c3, c4 = st.columns(4)
+        _field("schedule", c1)
+        _field("warmup_epochs", c2)
+        _field("early_stopping_patience", c3)
+        forms.mark_bound(RunConfig, "name")
+        c4.text_input(
+            forms.label(RunConfig, "name"),
+            key=ui.TRAIN_RUN_NAME,
+            max_chars=120,
+            on_change=forms.commit,
+            args=("run_name",),
+        )
         with st.expander("More options"):
             c1, c2, c3, c4 = st.columns(4)
-            with c1:
-                _number("momentum", "Momentum", cfg, fmt="%.3f", step=0.01)
-                st.checkbox("Nesterov (SGD)", value=cfg.nesterov, key=_key("nesterov"))
-                _number("weight_decay", "Weight decay", cfg, fmt="%.4f", step=1e-4)
-            with c2:
-                _number(
-                    "step_epochs",
-                    "Step: epochs per drop",
-                    cfg,
-                    help_text="step schedule: epochs between drops; plateau: patience",
-                )
-                _number("step_factor", "Step / plateau factor", cfg, fmt="%.3f", step=0.05)
-                _number("label_smoothing", "Label smoothing", cfg, fmt="%.2f", step=0.05)
-            with c3:
-                _choice("class_weights", "Class weights", cfg, ("none", "balanced"))
-                _number("seed", "Seed", cfg)
-                st.checkbox("Flip test-time augmentation", value=cfg.tta_flip, key=_key("tta_flip"))
-            with c4:
-                _choice("mixed_precision", "Mixed precision", cfg, ("auto", "on", "off"))
-                _choice("device", "Device", cfg, ("auto", "cpu", "gpu"))
-        st.form_submit_button(
+            for name in ("momentum", "nesterov", "weight_decay"):
+                _field(name, c1)
+            for name in ("step_epochs", "step_factor", "label_smoothing"):
+                _field(name, c2)
+            for name in ("class_weights", "seed", "tta_flip"):
+                _field(name, c3)
+            for name in ("mixed_precision", "device"):
+                _field(name, c4)
+        forms.show_refusal("train")
+        forms.show_refusal("run_name")
+        st.button(
             "Start training",
             type="primary",
             icon=":material/play_arrow:",
@@ -263,43 +238,83 @@ def _fmt_duration(seconds: float | None) -> str:
 def _act(action, run_id: str, done: str) -> None:
     """Button callback: run a job action and keep its result for the panel."""
     try:
-        result = action(run_id)
-    except ValueError as exc:
+        action(run_id)
+    except KestrelError as exc:
         st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
         return
-    if action is jobs.clone:
-        _watch(result)
-        done = f"{done} as run {result}"
-    elif action is jobs.delete:
-        _watch(None)
     st.session_state[ui.TRAIN_ACTION_MSG] = ("info", done)
 
 
-def _load_recipe(run_id: str) -> None:
-    """Put a run's recipe into this session's active configs and the form."""
+def _read_recipe(run_id: str) -> RunConfig | None:
     try:
-        config = runstore.read_config(runstore.run_dir(run_id))
-    except ValueError as exc:
+        return runstore.read_config(runstore.run_dir(run_id))
+    except KestrelError as exc:
         st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
+        return None
+
+
+def _load_recipe(run_id: str) -> None:
+    """Put a run's whole recipe (its dataset too) into the draft, so the form shows it."""
+    config = _read_recipe(run_id)
+    if config is None:
         return
-    st.session_state[ui.DATA] = config.data
-    st.session_state[ui.AUGMENT] = config.augment
-    st.session_state[ui.MODEL] = config.model
-    st.session_state[ui.TRAIN] = config.train
-    for field in TrainConfig.__dataclass_fields__:  # widgets re-read the new values
-        st.session_state.pop(_key(field), None)
-    st.session_state[ui.TRAIN_ACTION_MSG] = (
-        "info",
-        f"Loaded the recipe of run {run_id} into the form; change it and start a new run.",
+    forms.update_draft(
+        lambda d: d.with_recipe(config).with_parts(run_name=""),
+        f"Loaded the recipe of run {config.name or run_id} into the form (dataset, "
+        "augmentation, model and training); change it and start a new run.",
     )
 
 
-def _run_label(rows: dict[str, jobs.RunSummary], run_id: str) -> str:
-    r = rows.get(run_id)
-    if r is None:
-        return run_id
-    name = f"{r.name} · " if r.name else ""
-    return f"{STATE_ICONS.get(r.state, '')} {name}{r.run_id} · {r.dataset} · {r.model}"
+def _clone(run_id: str) -> None:
+    """Clone: the run's recipe goes into the draft (the form shows it), then it starts."""
+    config = _read_recipe(run_id)
+    if config is None:
+        return
+    draft = forms.update_draft(lambda d: d.with_recipe(config).with_parts(run_name=""))
+    try:
+        preflight.check_startable(draft.run_config())
+        new_id, fresh = drafts.start_once(
+            draft.id,
+            lambda d: jobs.start_run(d.run_config(), validate=False),
+            key=f"{draft.revision}:clone:{run_id}",
+        )
+    except KestrelError as exc:
+        st.session_state[ui.TRAIN_ACTION_MSG] = ("error", f"Not cloned: {exc}")
+        return
+    if fresh:
+        message = f"Cloned {config.name or run_id} as run {new_id}; the form shows its recipe."
+    else:
+        message = f"Already cloned as run {new_id}: nothing new was queued."
+    st.session_state[ui.TRAIN_ACTION_MSG] = ("info", message)
+    _watch(new_id)
+
+
+def _ask_delete(run_id: str) -> None:
+    st.session_state[ui.TRAIN_DELETE_ASK] = run_id
+
+
+def _delete(run_id: str) -> None:
+    st.session_state.pop(ui.TRAIN_DELETE_ASK, None)
+    try:
+        jobs.delete(run_id)
+    except KestrelError as exc:
+        st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
+        return
+    _watch(None)
+    st.session_state[ui.TRAIN_ACTION_MSG] = ("info", f"Deleted run {run_id}.")
+
+
+def _cancel_delete() -> None:
+    st.session_state.pop(ui.TRAIN_DELETE_ASK, None)
+
+
+def run_label(r: jobs.RunSummary) -> str:
+    """name · dataset · accuracy · date: the same words in every picker."""
+    acc = r.test_accuracy if r.test_accuracy is not None else r.best_val_accuracy
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started or r.created))
+    return " · ".join(
+        [r.name or r.run_id, r.dataset, f"{acc:.1%}" if acc is not None else "–", when]
+    )
 
 
 def _progress_section(summary: jobs.RunSummary, progress: jobs.Progress) -> None:
@@ -367,9 +382,9 @@ def _buttons(summary: jobs.RunSummary) -> None:
         key=ui.TRAIN_CLONE,
         icon=":material/content_copy:",
         width="stretch",
-        help="start a new run with exactly this recipe",
-        on_click=_act,
-        args=(jobs.clone, rid, "Cloned"),
+        help="put this run's recipe into the form and start it again",
+        on_click=_clone,
+        args=(rid,),
     )
     cols[3].button(
         "Load recipe",
@@ -386,9 +401,28 @@ def _buttons(summary: jobs.RunSummary) -> None:
         icon=":material/delete:",
         width="stretch",
         disabled=summary.state == "running",
-        on_click=_act,
-        args=(jobs.delete, rid, f"Deleted run {rid}."),
+        help="asks first",
+        on_click=_ask_delete,
+        args=(rid,),
     )
+    if st.session_state.get(ui.TRAIN_DELETE_ASK) == rid:
+        with st.container(border=True):
+            st.warning(
+                f"Delete run {summary.name or rid}? This removes its folder for good: the "
+                "trained model, checkpoints, predictions, history and log. Models already "
+                "saved to the registry stay.",
+                icon=":material/delete_forever:",
+            )
+            yes, no = st.columns(2)
+            yes.button(
+                "Delete for good",
+                key=ui.TRAIN_DELETE_YES,
+                type="primary",
+                on_click=_delete,
+                args=(rid,),
+                width="stretch",
+            )
+            no.button("Keep it", key=ui.TRAIN_DELETE_NO, on_click=_cancel_delete, width="stretch")
 
 
 def _runs_table(summaries: list[jobs.RunSummary]) -> None:
@@ -434,17 +468,17 @@ def live_panel() -> None:
         active = [r for r in summaries if r.state in runstore.ACTIVE_STATES]
         selected = (active or summaries)[0].run_id
         _watch(selected)
-    if st.session_state.get(ui.TRAIN_WATCH) not in rows:
-        st.session_state[ui.TRAIN_WATCH] = selected
+    # The picker holds a run id; SELECTED_RUN is the truth and is put back into the
+    # widget on every run, so a label that changes (accuracy, state) never moves it.
+    st.session_state[ui.TRAIN_WATCH] = selected
     st.selectbox(
         "Watching run",
         list(rows),
         key=ui.TRAIN_WATCH,
-        format_func=lambda rid: _run_label(rows, rid),
-        on_change=lambda: st.session_state.__setitem__(
-            ui.SELECTED_RUN, st.session_state[ui.TRAIN_WATCH]
-        ),
+        format_func=lambda rid: run_label(rows[rid]),
+        on_change=lambda: _watch(st.session_state[ui.TRAIN_WATCH]),
     )
+    st.caption(f"{STATE_ICONS.get(rows[selected].state, '')} {rows[selected].state}")
     summary = rows[selected]
     path = runstore.run_dir(selected)
 
@@ -500,8 +534,11 @@ def live_panel() -> None:
 
 ui.ensure_router()
 st.title("Train")
-_recipe_summary()
+_draft = forms.bind("train", "run_name")
+_recipe_summary(_draft)
+_small_data_section(_draft)
 _recipe_picker()
+forms.show_notice()
 _hyperparameter_form()
 st.divider()
 _any_active = any(r.state in runstore.ACTIVE_STATES for r in jobs.list_runs())

@@ -1,8 +1,10 @@
-"""What the pages share: session-state keys, the sidebar, and error display.
+"""What the pages share: session-state keys, the draft, the sidebar, and error display.
 
-Session-state keys are constants here and nowhere else. The active recipe parts
-(data, augmentation, model, training) live in session state as frozen configs,
-so each browser session has its own selections while runs are shared.
+Session-state keys are constants here and nowhere else. The recipe a user is
+editing (data, augmentation, model, training, run name) is a draft stored in the
+workspace (lib.drafts); its id rides in the URL (``?draft=…``), so a reload, a
+new tab, Back/Forward and a server restart bring it back, while two browsers
+that opened the app separately keep their own. Session state only caches it.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ from pathlib import Path
 
 import streamlit as st
 
+from lib import drafts
 from lib.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from lib.errors import KestrelError, log_internal_error
 
 APP_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
+DRAFT_PARAM = "draft"  # the URL query parameter holding the draft id
 
-DATA = "active_data_config"
-AUGMENT = "active_augment_config"
-MODEL = "active_model_config"
-TRAIN = "active_train_config"
+DRAFT_ID = "draft_id"  # the id of the draft this session edits
+DRAFT_CACHE = "draft_cache"  # (file mtime, Draft): the last read of the draft file
+DRAFT_NOTICE = "draft_notice"  # a message about the draft (a lost id), shown once
+FORM_SEEDED = "form_seeded_revision"  # {part: draft revision the widgets were seeded from}
+FORM_REFUSED = "form_refused"  # {part: message of the last refused change}
+FORM_NOTICE = "form_notice"  # a message after a recipe, loaded run or clone changed the draft
+FORM_BOUND = "form_bound_fields"  # {"Class.field"}: fields that have a widget (for tests)
 SELECTED_RUN = "selected_run_id"
 # Evaluate / Compare pages
 EVAL_RUN = "evaluate_run_pick"  # selectbox: the run being evaluated
@@ -36,6 +44,7 @@ AUG_SAMPLE_SEED = "augment_sample_seed"  # which dataset images the preview show
 AUG_NEW_SAMPLES = "augment_new_samples"  # button: pick other preview images
 AUG_UPLOAD = "augment_upload"  # file uploader: preview on the user's own image
 AUG_JSON = "augment_json_text"  # text area: settings as JSON
+AUG_JSON_REVISION = "augment_json_revision"  # draft revision the JSON box was filled from
 AUG_JSON_APPLY = "augment_json_apply"  # button: load the JSON into the form
 AUG_JSON_ERROR = "augment_json_error"  # the last refused JSON's error message, or None
 # Train page
@@ -50,6 +59,10 @@ TRAIN_RESUME = "train_resume"
 TRAIN_CLONE = "train_clone"
 TRAIN_LOAD = "train_load_recipe"
 TRAIN_DELETE = "train_delete"
+TRAIN_DELETE_ASK = "train_delete_confirm_run"  # run id whose deletion awaits confirmation
+TRAIN_DELETE_YES = "train_delete_yes"  # button: delete for good
+TRAIN_DELETE_NO = "train_delete_no"  # button: keep the run
+TRAIN_ADVICE_APPLY = "train_small_data_apply"  # button: apply the small-data advice
 TRAIN_RECIPE = "train_recipe_pick"  # selectbox: a named recipe (lib.recipes)
 TRAIN_RECIPE_USE = "train_recipe_use"  # button: apply the picked recipe
 TRAIN_ACTION_MSG = "train_action_message"  # (kind, text) of the last button's result
@@ -60,13 +73,14 @@ MODEL_FIELD = "model_field_"  # + ModelConfig field name (preset, width...): tha
 MODEL_BLOCK = "model_block_"  # + "{index}_{ConvBlock field}": the custom builder's block widgets
 MODEL_HEAD = "model_head_"  # + HeadConfig field name: the custom head's widgets
 MODEL_SHOW_BACKBONE = "model_show_backbone_layers"  # toggle: list a backbone's own layers
-MODEL_SYNCED = "model_form_synced_config"  # the ModelConfig the form last wrote to MODEL
 # Dataset page
-DATA_SOURCE = "dataset_source_pick"  # selectbox: which source the form describes
 DATA_FIELD = "dataset_field_"  # + DataConfig field name: the form's widgets
-DATA_FORM = "dataset_form"  # the options form
-DATA_APPLY = "dataset_apply"  # form submit button: make the form's config active
 DATA_UPLOAD_PICK = "dataset_upload_pick"  # selectbox: one of the stored uploads
+DATA_UPLOAD_NAME = "dataset_upload_name"  # text input: the picked upload's display name
+DATA_UPLOAD_DELETE = "dataset_upload_delete"  # button: delete the picked upload (asks first)
+DATA_UPLOAD_DELETE_ASK = "dataset_upload_delete_ask"  # upload id awaiting confirmation
+DATA_UPLOAD_DELETE_YES = "dataset_upload_delete_yes"
+DATA_UPLOAD_DELETE_NO = "dataset_upload_delete_no"
 DATA_ZIP = "dataset_zip_file"  # file uploader: a .zip of class folders
 DATA_ZIP_SAVE = "dataset_zip_save"  # button: store the zip
 DATA_DIR = "dataset_dir_files"  # file uploader (directory): a folder of class folders
@@ -102,13 +116,6 @@ PRED_EXPORT_RESULT = "predict_export_result"  # (model key, ExportResult) of the
 PRED_DOWNLOAD = "predict_download_"  # + what: download buttons (csv, export)
 PRED_CHART = "predict_topk_chart"  # the top-k probability chart
 
-_DEFAULTS = {
-    DATA: DataConfig,
-    AUGMENT: AugmentConfig,
-    MODEL: ModelConfig,
-    TRAIN: TrainConfig,
-}
-
 
 def ensure_router() -> None:
     """Make sure this page runs inside app.py's navigation; call first on every page.
@@ -129,28 +136,86 @@ def ensure_router() -> None:
 
 
 def init_state() -> None:
-    """Give every session the default recipe the first time it runs."""
-    for key, factory in _DEFAULTS.items():
-        if key not in st.session_state:
-            st.session_state[key] = factory()
+    """Find this session's draft: the URL's, else the session's, else a new one.
+
+    A URL naming a draft that does not exist (deleted, or another workspace)
+    gets a new draft with the defaults and a notice saying so, never a silent
+    switch to the defaults.
+    """
+    wanted = st.query_params.get(DRAFT_PARAM)
+    known = st.session_state.get(DRAFT_ID)
+    if wanted and drafts.exists(wanted):
+        draft_id = wanted
+    elif wanted and wanted != known:
+        draft_id = drafts.new_draft().id
+        st.session_state[DRAFT_NOTICE] = (
+            f"The draft in the address ({wanted[:40]}) was not found on this server, so a new "
+            "draft with the default settings was started."
+        )
+    elif known and drafts.exists(known):
+        draft_id = known
+    else:
+        draft_id = drafts.new_draft().id
+    if known != draft_id:
+        st.session_state[DRAFT_ID] = draft_id
+        st.session_state.pop(DRAFT_CACHE, None)
+        st.session_state.pop(FORM_SEEDED, None)
+    if st.query_params.get(DRAFT_PARAM) != draft_id:
+        st.query_params[DRAFT_PARAM] = draft_id
     if SELECTED_RUN not in st.session_state:
         st.session_state[SELECTED_RUN] = None
 
 
+def draft() -> drafts.Draft:
+    """The draft this session edits, read from its file (cached while the file is unchanged)."""
+    draft_id = st.session_state.get(DRAFT_ID)
+    if not draft_id:
+        init_state()
+        draft_id = st.session_state[DRAFT_ID]
+    path = drafts.draft_path(draft_id)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    cached = st.session_state.get(DRAFT_CACHE)
+    if cached and stamp is not None and cached[0] == stamp and cached[1].id == draft_id:
+        return cached[1]
+    try:
+        current = drafts.load(draft_id)
+    except drafts.DraftError as exc:
+        st.session_state[DRAFT_NOTICE] = (
+            f"{exc}; a new draft with the default settings was started."
+        )
+        current = drafts.new_draft()
+        st.session_state[DRAFT_ID] = current.id
+        st.query_params[DRAFT_PARAM] = current.id
+        path = drafts.draft_path(current.id)
+        stamp = path.stat().st_mtime_ns
+    st.session_state[DRAFT_CACHE] = (stamp, current)
+    return current
+
+
+def save_draft(new: drafts.Draft) -> drafts.Draft:
+    """Store ``new`` as the draft's next revision (no-op when nothing changed)."""
+    stored = drafts.save(new)
+    st.session_state[DRAFT_CACHE] = (drafts.draft_path(stored.id).stat().st_mtime_ns, stored)
+    return stored
+
+
 def data_config() -> DataConfig:
-    return st.session_state[DATA]
+    return draft().data
 
 
 def augment_config() -> AugmentConfig:
-    return st.session_state[AUGMENT]
+    return draft().augment
 
 
 def model_config() -> ModelConfig:
-    return st.session_state[MODEL]
+    return draft().model
 
 
 def train_config() -> TrainConfig:
-    return st.session_state[TRAIN]
+    return draft().train
 
 
 def describe_data(cfg: DataConfig) -> str:
@@ -178,16 +243,32 @@ def describe_model(cfg: ModelConfig) -> str:
 
 
 def sidebar() -> None:
-    """The active recipe, shown on every page."""
+    """The draft's recipe, shown on every page."""
+    current = draft()
     with st.sidebar:
-        st.caption("Active")
-        st.markdown(f"**Dataset** · {describe_data(data_config())}")
-        st.markdown(f"**Model** · {describe_model(model_config())}")
-        aug = augment_config()
-        st.markdown(f"**Augmentation** · {aug.preset}")
+        st.caption(f"Draft {current.id} · saved as you edit")
+        st.text(f"Dataset · {describe_data(current.data)}")
+        st.text(f"Model · {describe_model(current.model)}")
+        st.text(f"Augmentation · {current.augment.preset}")
+    notice = st.session_state.pop(DRAFT_NOTICE, None)
+    if notice:
+        st.warning(notice, icon=":material/warning:")
 
 
 def show_error(exc: Exception, what: str = "") -> None:
-    """Show a user-caused error as a message, never a traceback."""
+    """Show an error: a user-fixable one as its message, anything else as an internal error.
+
+    A KestrelError (or another ValueError a lib function raises for a bad input)
+    says what to change. Anything else is a bug: its traceback goes to the
+    internal log, and the message names that log instead of pretending the user
+    did something wrong.
+    """
     prefix = f"{what}: " if what else ""
-    st.error(f"{prefix}{exc}", icon=":material/error:")
+    if isinstance(exc, KestrelError | ValueError):
+        st.error(f"{prefix}{exc}", icon=":material/error:")
+        return
+    path = log_internal_error(exc, what)
+    st.error(
+        f"{prefix}internal error ({type(exc).__name__}). The details are in {path}.",
+        icon=":material/bug_report:",
+    )
