@@ -567,23 +567,16 @@ def _transfer_features(cfg: ModelConfig, inputs):
 
 def _weights_spec(preset: str, size: int) -> tuple[str, str, str | None]:
     """(file name, URL, sha256 or None) of a backbone's imagenet no-top weights."""
-    from keras.src.applications import efficientnet, mobilenet_v2, resnet
+    from lib import compat
 
-    if preset == "mobilenetv2":
-        name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5"
-        return name, mobilenet_v2.BASE_WEIGHT_PATH + name, None
-    if preset == "efficientnetb0":
-        name = "efficientnetb0_notop.h5"
-        return name, efficientnet.BASE_WEIGHTS_PATH + name, efficientnet.WEIGHTS_HASHES["b0"][1]
-    name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    return name, resnet.BASE_WEIGHTS_PATH + name, resnet.WEIGHTS_HASHES["resnet50"][1]
+    return compat.imagenet_weights_spec(preset, size)
 
 
 def keras_cache_dir() -> Path:
     """Where keras.applications looks for downloads: $KERAS_HOME at import, else ~/.keras."""
-    from keras.src.backend import config
+    from lib import compat
 
-    return Path(config.keras_home())
+    return compat.keras_home()
 
 
 def imagenet_weights_path(preset: str, size: int) -> Path:

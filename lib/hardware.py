@@ -191,43 +191,11 @@ def gpu_summary() -> str:
 
 
 def patch_keras_for_multi_worker(model, strategy) -> None:
-    """Work around Keras 3's broken ``fit`` under MultiWorkerMirroredStrategy.
+    """Make ``model.fit`` work under MultiWorkerMirroredStrategy (keras-team/keras#20585).
 
-    keras-team/keras#20585 (open for Keras 3.7–3.15): ``fit`` first reduces a whole
-    distributed batch with ``strategy.reduce`` to build the model symbolically,
-    and reduces scalar logs with ``axis=0``; both raise under the collective
-    strategy. Two narrow patches make it train:
-
-    - the symbolic build uses this worker's first replica's batch (it only needs
-      shapes and dtypes);
-    - logs are reduced over this worker's replicas only, so the loss/accuracy a
-      worker reports is its own shard's. Gradients are still all-reduced by the
-      strategy, so every worker keeps identical weights (the multi-worker test
-      checks exactly that).
-
-    Remove once Keras fixes the issue.
+    The patch reaches into Keras internals, so it lives in
+    :func:`lib.compat.patch_fit_for_multi_worker`, with what to check on an upgrade.
     """
-    import types
+    from lib import compat
 
-    import keras.src.backend.tensorflow.trainer as tf_trainer
-    import tensorflow as tf
-
-    tf_trainer._collective_all_reduce_multi_worker = lambda s: False
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tf.nest.map_structure(
-                    lambda v: (
-                        strategy.experimental_local_results(v)[0]
-                        if isinstance(v, tf.distribute.DistributedValues)
-                        else v
-                    ),
-                    batch,
-                )
-                break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    model._maybe_symbolic_build = types.MethodType(_maybe_symbolic_build, model)
+    compat.patch_fit_for_multi_worker(model, strategy)

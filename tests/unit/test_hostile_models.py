@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from lib import registry
+from lib import model_inspect, registry
 
 MARKER = {"path": None}  # where the custom layer below would write if it were ever built
 
@@ -147,7 +147,7 @@ def test_hostile_model_is_refused(cases, case, tmp_path):
 
 def test_oversize_model_is_refused(tmp_path, monkeypatch):
     data = _save(_small(), tmp_path)
-    monkeypatch.setattr(registry, "MAX_MODEL_BYTES", len(data) - 1)
+    monkeypatch.setattr(model_inspect, "MAX_MODEL_BYTES", len(data) - 1)
     with pytest.raises(registry.UnsafeModelError, match="the limit is"):
         registry.upload_entry(data, "big.keras")
     path = tmp_path / "big.keras"
