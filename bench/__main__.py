@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                 "augmented input pipeline vs ImageDataGenerator, images/s"),
     "progress": ("bench.bench_progress", "progress streaming overhead: Kestrel callbacks vs plain fit"),
     "predict": ("bench.bench_predict", "single-image prediction latency, p50/p95"),
+    "gradcam": ("bench.bench_gradcam", "Grad-CAM localisation: map peak inside the shape's box"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),
 }  # fmt: skip
