@@ -240,6 +240,7 @@ def extract_zip(
     accept: Callable[[str, bytes], str | None] | None = None,
     archive: str = "archive",
     limits: ZipLimits = DEFAULT_LIMITS,
+    before_write: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Extract a zip into the new folder ``dest``, all or nothing.
 
@@ -252,6 +253,8 @@ def extract_zip(
             reason to skip that entry instead.
         archive: the name used in messages.
         limits: the caps.
+        before_write: called with the declared uncompressed bytes of the planned
+            entries before anything is written (a quota check raises there).
 
     Raises:
         ArchiveError: not a zip, a hostile entry, or a cap exceeded. ``dest`` and
@@ -282,6 +285,8 @@ def extract_zip(
         with zf:
             infos = {i.filename: i for i in check_zip(zf, size, archive, limits)}
             targets, skipped = plan(list(infos))
+            if before_write is not None:
+                before_write(sum(infos[m].file_size for m in targets))
             result = ExtractResult(skipped=list(skipped))
             tmp.mkdir()
             budget = limits.max_total_bytes

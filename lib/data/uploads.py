@@ -1,11 +1,16 @@
 """Uploaded datasets: a .zip of class folders, or a folder picked in the browser.
 
 Each upload becomes ``<workspace>/uploads/<upload_id>/`` holding ``images/<class>/``
-and a ``manifest.json`` (original names, skipped files). File names are generated
-(``000001.png``); only class folder names are kept, sanitised, because they are
-the labels. Every file's header is checked before it is stored; unreadable files
-are skipped and listed. The upload id is what ``DataConfig.path`` holds for
-``source="upload"``.
+and a ``manifest.json`` (original names, skipped files, a display name). File names
+are generated (``000001.png``); only class folder names are kept, sanitised, because
+they are the labels. Every file's header is checked before it is stored; unreadable
+files are skipped and listed. The upload id is what ``DataConfig.path`` holds for
+``source="upload"``; the display name (the archive's or folder's name, editable with
+:func:`rename_upload`) is only ever shown, as plain text.
+
+Uploads count against the workspace quota (:func:`lib.workspace.check_quota`),
+checked from declared sizes before anything is written, and can be deleted unless
+a queued or running run trains on them.
 """
 
 from __future__ import annotations
@@ -16,19 +21,22 @@ import re
 import shutil
 import time
 import unicodedata
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from lib.data.archives import DEFAULT_LIMITS, ArchiveError, ExtractResult, ZipLimits, extract_zip
 from lib.data.dataset import DatasetError
 from lib.data.images import EXTENSIONS, ImageDecodeError, probe_image
 from lib.errors import KestrelError
-from lib.workspace import WorkspaceError, area, new_id, safe_join
+from lib.workspace import WorkspaceError, area, check_quota, new_id, safe_join
 
 MANIFEST = "manifest.json"
 IMAGES = "images"
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 _JUNK = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 _ID = re.compile(r"^up-[0-9a-f]{12}$")
+DISPLAY_NAME_MAX = 80  # characters of an upload's display name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class UploadError(KestrelError):
@@ -105,7 +113,14 @@ def _accept(name: str, data: bytes) -> str | None:
     return None
 
 
-def _finish(upload_id: str, dest: Path, kind: str, result: ExtractResult) -> str:
+def default_display_name(name: str) -> str:
+    """A display name from an archive or folder name: plain text, at most 80 characters."""
+    name = unicodedata.normalize("NFC", name)
+    name = re.sub(r"\s+", " ", _CONTROL.sub(" ", name)).strip()
+    return name[:DISPLAY_NAME_MAX].strip() or "upload"
+
+
+def _finish(upload_id: str, dest: Path, kind: str, result: ExtractResult, display_name: str) -> str:
     """Check the upload makes a dataset and write its manifest (else remove it)."""
     classes = sorted({t.split("/")[0] for t in result.written})
     if len(classes) < 2:
@@ -118,6 +133,7 @@ def _finish(upload_id: str, dest: Path, kind: str, result: ExtractResult) -> str
         )
     manifest = {
         "id": upload_id,
+        "display_name": default_display_name(display_name),
         "kind": kind,
         "created": time.time(),
         "classes": classes,
@@ -156,42 +172,106 @@ def save_upload_archive(data: bytes, filename: str, limits: ZipLimits = DEFAULT_
         targets, skipped = plan_files(names)
         return {name: f"{IMAGES}/{t}" for name, t in targets.items()}, skipped
 
+    def quota(planned: int) -> None:
+        check_quota(planned, f"the upload {label}")
+
     # extract_zip builds the upload in a temporary folder and renames it into place.
-    result = extract_zip(data, home, plan=plan, accept=_accept, archive=label, limits=limits)
+    result = extract_zip(data, home, plan=plan, accept=_accept, archive=label, limits=limits,
+                         before_write=quota)  # fmt: skip
     result.written = {t.split("/", 1)[1]: name for t, name in result.written.items()}
     (home / IMAGES).mkdir(exist_ok=True)
-    return _finish(upload_id, home / IMAGES, "zip", result)
+    return _finish(upload_id, home / IMAGES, "zip", result, label[: -len(".zip")])
 
 
-def save_upload_files(files: list[tuple[str, bytes]], limits: ZipLimits = DEFAULT_LIMITS) -> str:
+Reader = Callable[[], bytes]
+
+
+def _sized_entries(files: Iterable, limits: ZipLimits) -> list[tuple[str, int, Reader]]:
+    """``(name, size, read)`` for each uploaded file, stopping at the file-count cap."""
+    out: list[tuple[str, int, Reader]] = []
+    for item in files:
+        if len(out) >= limits.max_entries:
+            raise UploadError(
+                f"more than {limits.max_entries:,} files uploaded; at most "
+                f"{limits.max_entries:,} are allowed; upload a .zip or fewer files"
+            )
+        if len(item) == 2:  # the older (name, bytes) form
+            name, data = item
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"{name!r}: expected bytes, got {type(data).__name__}")
+            out.append((name, len(data), lambda data=data: bytes(data)))
+        else:
+            name, size, read = item
+            if (
+                isinstance(size, bool)
+                or not isinstance(size, int)
+                or size < 0
+                or not callable(read)
+            ):
+                raise TypeError(f"{name!r}: expected (name, size in bytes, read callable)")
+            out.append((name, size, read))
+    return out
+
+
+def _folder_name(names: list[str]) -> str:
+    """The folder the browser picked: the first path part all names share."""
+    tops = {n.replace("\\", "/").lstrip("/").split("/", 1)[0] for n in names}
+    tops.discard("")
+    return tops.pop() if len(tops) == 1 and all("/" in n for n in names) else "folder upload"
+
+
+def save_upload_files(
+    files: Iterable[tuple[str, int, Reader]] | Iterable[tuple[str, bytes]],
+    limits: ZipLimits = DEFAULT_LIMITS,
+) -> str:
     """Store files picked as a folder in the browser (relative names like ``pets/cats/1.jpg``).
+
+    Args:
+        files: ``(name, size, read)`` triples, where ``read()`` returns the file's
+            bytes and is called only once the count, size and quota checks have
+            passed, one file at a time (e.g. ``(f.name, f.size, f.getvalue)`` for
+            Streamlit's UploadedFile); ``(name, bytes)`` pairs are accepted too.
+        limits: the caps on the number of files and their total size.
+
+    Returns:
+        the new upload id.
 
     Raises:
         UploadError: too many files or bytes, or fewer than two class folders.
+        QuotaError: the workspace has no room for the files.
     """
-    if len(files) > limits.max_entries:
-        raise UploadError(
-            f"{len(files):,} files uploaded; at most {limits.max_entries:,} are allowed"
-        )
-    total = sum(len(b) for _, b in files)
+    entries = _sized_entries(files, limits)
+    total = sum(size for _, size, _ in entries)
     if total > limits.max_total_bytes:
         raise UploadError(f"the upload holds {total / 2**30:.1f} GB; at most "
                           f"{limits.max_total_bytes / 2**30:.1f} GB are allowed")  # fmt: skip
-    data = dict(files)
-    targets, skipped = plan_files(list(data))
+    by_name = {name: (size, read) for name, size, read in entries}
+    targets, skipped = plan_files(list(by_name))
+    check_quota(sum(by_name[n][0] for n in targets), "the uploaded folder")
     upload_id = new_id("up-")
     home = safe_join(area("uploads"), upload_id)
     tmp = area("uploads") / f".tmp-{new_id()}"
     result = ExtractResult(skipped=skipped)
+    budget = limits.max_total_bytes
     try:
         for name, target in targets.items():
-            reason = _accept(name, data[name])
+            size, read = by_name[name]
+            if size > limits.max_entry_bytes:
+                result.skipped.append(
+                    (name, f"larger than {limits.max_entry_bytes // 2**20} MB per file")
+                )
+                continue
+            data = read()
+            if len(data) > size or len(data) > budget:
+                raise UploadError(f"{name}: holds more bytes than its declared size ({size:,})")
+            budget -= len(data)
+            reason = _accept(name, data)
             if reason:
                 result.skipped.append((name, reason))
                 continue
             path = safe_join(tmp, IMAGES, *target.split("/"))
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data[name])
+            path.write_bytes(data)
             result.written[target] = name
         tmp.mkdir(exist_ok=True)
         os.rename(tmp, home)
@@ -199,7 +279,7 @@ def save_upload_files(files: list[tuple[str, bytes]], limits: ZipLimits = DEFAUL
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     (home / IMAGES).mkdir(exist_ok=True)
-    return _finish(upload_id, home / IMAGES, "folder", result)
+    return _finish(upload_id, home / IMAGES, "folder", result, _folder_name(list(by_name)))
 
 
 def _home(upload_id: str) -> Path:
@@ -229,17 +309,85 @@ def upload_manifest(upload_id: str) -> dict:
 
 
 def list_uploads() -> list[dict]:
-    """Manifests of all uploads, newest first."""
+    """Manifests of all uploads, newest first; each has a ``display_name``."""
     out = []
     for entry in area("uploads").iterdir():
         if _ID.match(entry.name) and (entry / MANIFEST).is_file():
             try:
-                out.append(json.loads((entry / MANIFEST).read_text(encoding="utf-8")))
+                manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            if not isinstance(manifest, dict):
+                continue
+            if not isinstance(manifest.get("display_name"), str):
+                manifest["display_name"] = entry.name  # uploads from before display names
+            out.append(manifest)
     return sorted(out, key=lambda m: m.get("created", 0), reverse=True)
 
 
+def rename_upload(upload_id: str, name: str) -> str:
+    """Set an upload's display name; returns the name stored.
+
+    Raises:
+        UploadError: the name is empty, longer than 80 characters, or holds
+            control characters.
+        DatasetError: no such upload.
+    """
+    home = _home(upload_id)
+    if not isinstance(name, str):
+        raise UploadError("the upload's name must be text")
+    cleaned = unicodedata.normalize("NFC", name).strip()
+    if _CONTROL.search(cleaned):
+        raise UploadError("the upload's name may not contain control characters or line breaks")
+    if not 1 <= len(cleaned) <= DISPLAY_NAME_MAX:
+        raise UploadError(
+            f"the upload's name must be 1 to {DISPLAY_NAME_MAX} characters, got {len(cleaned)}"
+        )
+    from lib.runstore import atomic_write_bytes
+
+    manifest = upload_manifest(upload_id)
+    manifest["display_name"] = cleaned
+    atomic_write_bytes(home / MANIFEST, json.dumps(manifest).encode())
+    return cleaned
+
+
+def runs_using_upload(upload_id: str) -> list[tuple[str, str]]:
+    """``(run id, state)`` of the queued or running runs that train on ``upload_id``."""
+    from lib import runstore
+
+    users = []
+    root = runstore.runs_root()
+    for path in sorted(root.iterdir()):
+        if not (path / runstore.CONFIG_FILE).is_file():
+            continue
+        status = runstore.read_status(path)
+        if status.state not in runstore.ACTIVE_STATES:
+            continue
+        try:
+            data = runstore.read_config(path).data
+        except (ValueError, OSError):
+            continue  # an unreadable recipe cannot be training on anything
+        if data.source == "upload" and data.path == upload_id:
+            users.append((path.name, status.state))
+    return users
+
+
 def delete_upload(upload_id: str) -> None:
-    """Remove an upload from the workspace."""
-    shutil.rmtree(_home(upload_id))
+    """Remove an upload from the workspace, unless a queued or running run uses it.
+
+    Raises:
+        UploadError: a queued or running run trains on it; the message names the run.
+        DatasetError: no such upload.
+    """
+    home = _home(upload_id)
+    users = runs_using_upload(upload_id)
+    if users:
+        named = ", ".join(f"{run} ({state})" for run, state in users)
+        raise UploadError(
+            f"upload {upload_id} is in use by run {named}; stop the run on the Train page "
+            "or wait until it ends, then delete the upload"
+        )
+    # Rename first so a half-deleted upload is never listed or loaded.
+    doomed = area("uploads") / f".tmp-{new_id()}"
+    os.rename(home, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
