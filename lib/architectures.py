@@ -17,31 +17,15 @@ diagram use to group layers.
 Keras is imported inside functions: pages import this module for the preset
 descriptions and the validation, and must not pay for TensorFlow to do so.
 
-How fast_cnn was chosen. A first screen (Fashion-MNIST 60k/10k, Adam 2e-3
-warm-up + cosine, batch 256, label smoothing 0.1; candidates alternated epoch
-by epoch in one process because the machine was loaded 8-20×):
-
-    candidate                                   s/epoch*  test acc (epoch)
-    tutorial: conv32 → pool → dense128            26      87.2 (1) 90.7 (4) 91.0 (6 of 6)
-    stride-2 conv32 → dense128                    11      87.1 (2) 90.6 (7) 91.3 (9) 91.5 (10 of 12)
-    tutorial + BatchNorm                          45      82.9 (1) 89.8 (3)  same per epoch, 1.7× slower
-    conv64 → pool → dense128                      ~50     87.3 (1) 88.6 (2)  2× slower
-    conv32-BN-pool-conv32-BN-pool-dense128        ~60     46.9 (1) 88.3 (3)
-    conv32-pool-conv64-pool-conv128 (BN, GAP)     12× slower than the tutorial net per image
-    * under load
-
-Then, through the real trainer on a quiet machine with the default recipe
-(6 epochs, batch 128, Adam 3e-3, 0.3 warm-up epochs + cosine, label smoothing
-0.1; bench/bench_time_to_accuracy.py):
-
-    conv16 (same padding) → pool → dense256 (fast_cnn)
-                                             91 % at 20 s, 92 % at 33 s, 92.1 % after 38 s
-    the same, unpadded                       91 % at 27 s, 91.9 % after 47 s
-    stride-2 conv32 → dense128               90 % at 22 s, 90.9 % after 33 s (no 91 %)
-
-Convolutions at 28 px resolution, not the dense layer, dominate the step on
-this CPU, which is why the airbench-style BatchNorm/global-pooling stacks lose
-here (they win on GPUs).
+How fast_cnn was chosen: candidates were screened by time to accuracy on
+Fashion-MNIST, first alternating epoch by epoch in one process, then through the
+real trainer with the default recipe (bench/bench_time_to_accuracy.py; the
+figures are in bench/results/). The tutorial net (conv32 → pool → dense128), a
+stride-2 conv32 net, BatchNorm variants and deeper conv stacks all reached a
+given accuracy later than conv16 (same padding) → pool → dense256.
+Convolutions at 28 px resolution, not the dense layer, dominate the step on a
+CPU, which is why the airbench-style BatchNorm/global-pooling stacks lose there
+(they win on GPUs).
 """
 
 from __future__ import annotations
@@ -77,8 +61,18 @@ class PresetInfo:
     """What the Model page says about a preset."""
 
     title: str
-    description: str
+    summary: str  # what the preset is, without measured figures
     kind: str  # "cnn", "transfer" or "custom"
+    measured_by: str = ""  # the lib.recipes recipe whose bench/results figures it quotes
+
+    @property
+    def description(self) -> str:
+        """The summary, then the measured figures when a recipe measures this preset."""
+        if not self.measured_by:
+            return self.summary
+        from lib import measured
+
+        return f"{self.summary} {measured.recipe_sentence(self.measured_by)}"
 
 
 PRESET_INFO: dict[str, PresetInfo] = {
@@ -94,15 +88,18 @@ PRESET_INFO: dict[str, PresetInfo] = {
     ),
     "fast_cnn": PresetInfo(
         "Fast CNN (default)",
-        "Conv(16) → max-pool → flatten → dense(256): the most accuracy per CPU-second we "
-        "measured (Fashion-MNIST: 91 % after 20 s, 92 % after 33 s of training on 2 cores).",
+        "Conv(16) → max-pool → flatten → dense(256): the most accuracy per CPU-second "
+        "among the CNNs we measured (with the fast recipe).",
         "cnn",
+        measured_by="fast",
     ),
     "accurate_cnn": PresetInfo(
         "Accurate CNN",
         "Two conv + BatchNorm + max-pool stages (32, 64) and a dropout dense(256) head: "
-        "about 4× the cost of the fast CNN per image, higher final accuracy.",
+        "several times the cost of the fast CNN per image, higher final accuracy "
+        "(with the accurate recipe).",
         "cnn",
+        measured_by="accurate",
     ),
     "vgg_small": PresetInfo(
         "Small VGG",
@@ -404,13 +401,12 @@ def _lenet5(cfg, x):
 def _fast_cnn(cfg, x):
     import keras
 
-    # Chosen by time to accuracy through the real trainer on 2 CPU cores
-    # (bench/bench_time_to_accuracy.py, Fashion-MNIST, the same recipe for each):
-    # conv16 (same padding) + max-pool + dense256 reached 91 % in 20 s and 92 % in
-    # 33 s (unpadded: 91.9 % after 47 s); a stride-2 conv32 + dense128 ran faster
-    # per epoch but stopped at 90.9 %, and the tutorial net (conv32 + pool + dense128) needed several times longer.
-    # Full-resolution convolutions dominate a CPU step, so few filters there and
-    # the capacity in the dense layer; BatchNorm slowed steps ~1.7× for no gain.
+    # Chosen by time to accuracy through the real trainer on a CPU
+    # (bench/bench_time_to_accuracy.py; figures in bench/results/): same padding
+    # beat unpadded, and a stride-2 conv32 + dense128 ran faster per epoch but
+    # stopped lower. Full-resolution convolutions dominate a CPU step, so few
+    # filters there and the capacity in the dense layer; BatchNorm slowed steps
+    # for no gain.
     x = keras.layers.Conv2D(
         _width(cfg, 16), 3, padding="same", activation="relu", name="block1_conv"
     )(x)
@@ -428,9 +424,9 @@ def _fast_cnn(cfg, x):
 def _accurate_cnn(cfg, x):
     import keras
 
-    # The zalando Fashion-MNIST table's "2 conv + pooling + BatchNorm" net
-    # (93.4 %), with a dropout-regularised dense head: ~4× fast_cnn's cost per
-    # image, which leaves 20+ epochs in 10 minutes on 2 cores.
+    # The zalando Fashion-MNIST benchmark table's "2 conv + pooling + BatchNorm"
+    # net, with a dropout-regularised dense head; several times fast_cnn's cost
+    # per image (the "accurate" recipe's figures are in bench/results/).
     for i, filters in enumerate((32, 64), 1):
         x = _conv_bn_act(x, _width(cfg, filters), 3, name=f"block{i}")
         x = _pool_if_room(x, f"block{i}_pool")

@@ -1,7 +1,12 @@
 """The named recipes are valid RunConfigs that fit Fashion-MNIST and describe themselves."""
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
+from lib import architectures, measured, recipes
 from lib.architectures import check_model_config
 from lib.config import RunConfig
 from lib.recipes import FAST_TRAIN, RECIPE_INFO, RECIPES
@@ -34,3 +39,70 @@ def test_accurate_mirrors_in_training_whenever_it_mirrors_at_test_time():
     for name, cfg in RECIPES.items():
         if cfg.train.tta_flip:
             assert cfg.augment.horizontal_flip, name
+
+
+# --- Measured figures come from bench/results only ------------------------------------------
+
+PERCENT = re.compile(r"\d+(\.\d+)? ?%")
+
+
+def _results(folder, name, date, fast_accuracy):
+    report = {
+        "date": date,
+        "machine": {"cores": 2, "gpus": []},
+        "benchmarks": {
+            "time_to_accuracy": {
+                "result": {
+                    "dataset": "fashion_mnist",
+                    "recipes": {
+                        "fast": {
+                            "final_test_accuracy": fast_accuracy,
+                            "epochs_done": 6.0,
+                            "train_seconds": 38.7,
+                        }
+                    },
+                }
+            }
+        },
+    }
+    (folder / name).write_text(json.dumps(report))
+
+
+def test_no_measured_figure_is_typed_into_the_code():
+    for module in (recipes, architectures):
+        source = Path(module.__file__).read_text(encoding="utf-8")
+        assert not PERCENT.search(source), module.__name__
+    texts = [i.description for i in RECIPE_INFO.values()]
+    texts += [i.summary for i in architectures.PRESET_INFO.values()]
+    for text in texts:
+        assert not PERCENT.search(text.split("Measured:")[0]), text
+
+
+def test_descriptions_quote_the_newest_results(tmp_path, monkeypatch):
+    _results(tmp_path, "old-2026-01-01.json", "2026-01-01", 0.5)
+    _results(tmp_path, "new-2026-02-01.json", "2026-02-01", 0.9234)
+    _results(tmp_path, "newest-2026-03-01-tiny.json", "2026-03-01", 0.1)  # a smoke run
+    (tmp_path / "broken.json").write_text("{not json")
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
+    measured.clear_cache()
+    fig = measured.recipe_figures("fast")
+    assert (fig.test_accuracy, fig.date, fig.cores) == (0.9234, "2026-02-01", 2)
+    text = RECIPE_INFO["fast"].description
+    assert "92.3% test accuracy on Fashion-MNIST after 6 epochs" in text
+    assert "39 s of training on 2 CPU cores, 2026-02-01" in text
+    assert architectures.PRESET_INFO["fast_cnn"].description.endswith(
+        measured.recipe_sentence("fast")
+    )
+    # Nothing measured for a recipe, or no results at all: the text says where to look.
+    assert RECIPE_INFO["accurate"].description.endswith(measured.SEE_RESULTS)
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path / "none")
+    assert RECIPE_INFO["fast"].description.endswith("see bench/results.")
+    measured.clear_cache()
+
+
+def test_the_shipped_results_are_read():
+    measured.clear_cache()
+    report = measured.latest_results()
+    assert report is not None and report["_source"].startswith("bench/results/")
+    entry = report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]
+    assert f"{entry['final_test_accuracy']:.1%}" in RECIPE_INFO["fast"].description

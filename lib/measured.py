@@ -1,0 +1,151 @@
+"""Measured figures, read from bench/results/ (the only place they are written down).
+
+``make bench`` (``python -m bench``) writes ``bench/results/<machine>-<date>.json``.
+Texts that quote a measurement (the recipe and preset descriptions) build their
+sentence here from the newest of those files, so a new measurement changes every
+text at once and none can disagree with the results. Where nothing was measured,
+the sentence points to bench/results.
+
+    from lib.measured import recipe_figures, recipe_sentence
+    recipe_figures("fast")    # RecipeFigures(test_accuracy=0.9212, train_seconds=38.75, ...)
+    recipe_sentence("fast")   # "Measured: 92.1 % test accuracy on Fashion-MNIST after ..."
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lib.workspace import PROJECT_ROOT
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+TINY_SUFFIX = "-tiny.json"  # smoke runs of the benchmarks on tiny data: not figures to quote
+SEE_RESULTS = "Measured figures: see bench/results."
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "digits": "digits"}
+
+
+@dataclass(frozen=True)
+class RecipeFigures:
+    """What the time-to-accuracy benchmark measured for one recipe."""
+
+    recipe: str
+    dataset: str  # as the benchmark names it ("fashion_mnist")
+    test_accuracy: float  # the final model's test accuracy
+    epochs: float  # epochs trained (fewer than planned when the time budget ran out)
+    train_seconds: float  # wall-clock training time
+    cores: int | None  # CPU cores of the machine
+    gpus: int  # GPUs of the machine
+    date: str  # when it was measured (YYYY-MM-DD)
+    source: str  # the results file, relative to the project
+
+
+_cache: dict[str, tuple[tuple, dict[str, Any] | None]] = {}
+_lock = threading.Lock()
+
+
+def _result_files(results_dir: Path) -> list[Path]:
+    try:
+        files = [p for p in results_dir.glob("*.json") if not p.name.endswith(TINY_SUFFIX)]
+    except OSError:
+        return []
+    return sorted(files)
+
+
+def latest_results(results_dir: Path | None = None) -> dict[str, Any] | None:
+    """The newest results file's contents (by its ``date``, then name), or None if none.
+
+    Read once and kept until a results file is added, removed or changed.
+    """
+    results_dir = Path(results_dir or RESULTS_DIR)
+    files = _result_files(results_dir)
+    key = tuple((str(p), _mtime(p)) for p in files)
+    with _lock:
+        hit = _cache.get(str(results_dir))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    newest: tuple[str, str] | None = None
+    report: dict[str, Any] | None = None
+    for path in files:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        rank = (str(data.get("date", "")), path.name)
+        if newest is None or rank > newest:
+            newest, report = rank, {**data, "_source": _relative(path)}
+    with _lock:
+        _cache[str(results_dir)] = (key, report)
+    return report
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def recipe_figures(recipe: str, results_dir: Path | None = None) -> RecipeFigures | None:
+    """The newest time-to-accuracy figures of ``recipe`` (a lib.recipes name), or None."""
+    report = latest_results(results_dir)
+    if report is None:
+        return None
+    try:
+        result = report["benchmarks"]["time_to_accuracy"]["result"]
+        entry = result["recipes"][recipe]
+        machine = report.get("machine", {})
+        return RecipeFigures(
+            recipe=recipe,
+            dataset=str(result.get("dataset", "")),
+            test_accuracy=float(entry["final_test_accuracy"]),
+            epochs=float(entry["epochs_done"]),
+            train_seconds=float(entry["train_seconds"]),
+            cores=machine.get("cores"),
+            gpus=len(machine.get("gpus") or []),
+            date=str(report.get("date", "")),
+            source=report["_source"],
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def recipe_sentence(recipe: str, results_dir: Path | None = None) -> str:
+    """One sentence quoting ``recipe``'s measured figures, or pointing to bench/results."""
+    fig = recipe_figures(recipe, results_dir)
+    if fig is None:
+        return SEE_RESULTS
+    dataset = DATASET_NAMES.get(fig.dataset, fig.dataset)
+    # A run cut by its time budget stops mid-epoch (19.98 of 20): say 20.
+    epochs = (
+        f"{fig.epochs:.0f}" if abs(fig.epochs - round(fig.epochs)) < 0.05 else f"{fig.epochs:.1f}"
+    )
+    machine = f"{fig.gpus} GPU(s)" if fig.gpus else f"{fig.cores} CPU cores"
+    return (
+        f"Measured: {fig.test_accuracy:.1%} test accuracy on {dataset} after {epochs} epochs "
+        f"({_duration(fig.train_seconds)} of training on {machine}, {fig.date}; "
+        f"{fig.source})."
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def clear_cache() -> None:
+    """Forget the results read so far (tests)."""
+    with _lock:
+        _cache.clear()
