@@ -230,15 +230,16 @@ def load_images(run_dir: Path | str, preds: Predictions, positions: np.ndarray) 
 
 
 def display_image(image: np.ndarray, min_side: int = 96) -> np.ndarray:
-    """``image`` (H, W, C) enlarged by an integer factor (nearest) to at least ``min_side``.
+    """``image`` (H, W, C) enlarged by a whole factor (nearest) to at least ``min_side``, bounded.
 
     Tiny images (8×8 digits, 28×28 Fashion-MNIST) would otherwise be shown as
-    blurry specks; grayscale becomes (H, W) because that is what st.image takes.
+    blurry specks; large or extreme ones (a 5000×1 strip) are shrunk to the
+    display bounds of :func:`lib.predict.fit_image`. Grayscale becomes (H, W)
+    because that is what st.image takes.
     """
-    img = np.asarray(image)
-    factor = max(1, -(-min_side // max(img.shape[0], img.shape[1])))
-    if factor > 1:
-        img = img.repeat(factor, axis=0).repeat(factor, axis=1)
+    from lib.predict import fit_image
+
+    img = fit_image(np.asarray(image), min_side=min_side)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     return img

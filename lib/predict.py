@@ -220,29 +220,87 @@ def latency(
 # ---------------------------------------------------------------- presentation helpers
 
 
+# Bounds of every picture derived from an upload (display copies, Grad-CAM overlays,
+# thumbnails): a valid upload may be 7000×5700 px or 5000×1 px, and a display copy
+# of it scaled up to a minimum side would be hundreds of MB sent to the browser.
+DISPLAY_MAX_SIDE = 1024  # px, the longest side of a display copy
+DISPLAY_MAX_PIXELS = 1_000_000  # px in all, so a square copy stays ~1000×1000
+THUMBNAIL_SIDE = 64  # px, the longest side of a table thumbnail
+
+
+def bounded_size(
+    height: int,
+    width: int,
+    *,
+    min_side: int = 0,
+    max_side: int = DISPLAY_MAX_SIDE,
+    max_pixels: int = DISPLAY_MAX_PIXELS,
+) -> tuple[int, int]:
+    """(height, width) of a copy with the same aspect ratio, within the bounds.
+
+    Enlarged by a whole factor until the shorter side reaches ``min_side`` (so
+    small images stay crisp), but never past ``max_side`` or ``max_pixels``;
+    larger images are shrunk to fit them. Each side is at least 1 px.
+    """
+    h, w = max(1, int(height)), max(1, int(width))
+    if max(h, w) > max_side or h * w > max_pixels:
+        scale = min(max_side / max(h, w), (max_pixels / (h * w)) ** 0.5)
+        return max(1, int(h * scale)), max(1, int(w * scale))
+    factor = max(1, -(-min_side // min(h, w)))
+    factor = min(factor, max_side // max(h, w), int((max_pixels / (h * w)) ** 0.5))
+    factor = max(1, factor)
+    return h * factor, w * factor
+
+
+def fit_image(
+    image: np.ndarray,
+    *,
+    min_side: int = 0,
+    max_side: int = DISPLAY_MAX_SIDE,
+    max_pixels: int = DISPLAY_MAX_PIXELS,
+) -> np.ndarray:
+    """``image`` (H, W[, C]) uint8 resized to :func:`bounded_size`, channels kept.
+
+    Enlarging repeats pixels (crisp digits); shrinking averages them (Pillow's
+    box filter after a reducing step, which is fast on huge images).
+    """
+    from PIL import Image
+
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    h, w = img.shape[:2]
+    th, tw = bounded_size(h, w, min_side=min_side, max_side=max_side, max_pixels=max_pixels)
+    if (th, tw) == (h, w):
+        return img
+    if th % h == 0 and tw % w == 0 and th // h == tw // w:  # whole-factor enlargement
+        f = th // h
+        return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
+    squeeze = img.ndim == 3 and img.shape[2] == 1
+    pil = Image.fromarray(img[:, :, 0] if squeeze else img)
+    pil = pil.resize((tw, th), Image.Resampling.BOX, reducing_gap=2.0)
+    out = np.asarray(pil)
+    return out[:, :, None] if squeeze else out
+
+
 def display_image(image: np.ndarray, min_side: int = 224) -> np.ndarray:
-    """An RGB uint8 copy big enough to look at (tiny images upscaled by pixel repetition)."""
-    img = as_rgb(image)
-    factor = max(1, -(-min_side // max(1, min(img.shape[:2]))))
-    if factor > 1:
-        img = np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
-    return img
+    """An RGB uint8 copy to look at: tiny images enlarged, huge or extreme ones bounded.
+
+    The result's longest side is at most :data:`DISPLAY_MAX_SIDE` and its area at
+    most :data:`DISPLAY_MAX_PIXELS`, whatever the upload (a 5000×1 strip stays 1024×1).
+    """
+    return as_rgb(fit_image(image, min_side=min_side))
 
 
-def thumbnail_data_url(image: np.ndarray, side: int = 64) -> str:
-    """A small PNG of ``image`` as a data URL (for table image columns)."""
+def thumbnail_data_url(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
+    """A small PNG of ``image`` as a data URL (for table image columns), at most side×side."""
     import base64
     import io
 
     from PIL import Image
 
-    img = np.asarray(image, np.uint8)
-    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img[:, :, :3])
-    pil.thumbnail((side, side), Image.Resampling.LANCZOS)
-    if max(pil.size) < side:  # tiny images: nearest-neighbour up, so pixels stay crisp
-        scale = side / max(pil.size)
-        new = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
-        pil = pil.resize(new, Image.Resampling.NEAREST)
+    img = fit_image(image, min_side=side, max_side=side, max_pixels=side * side)
+    pil = Image.fromarray(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img[..., :3])
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

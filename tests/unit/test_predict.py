@@ -166,3 +166,48 @@ def test_the_demo_model_scores_its_card_accuracy():
     accuracy = float((probs.argmax(axis=1) == test.labels).mean())
     assert len(test) == 10_000
     assert abs(accuracy - card.metrics["test_accuracy"]) <= 0.005, (accuracy, card.metrics)
+
+
+# Extreme but valid uploads: a strip, a column, a big photo, a tiny digit.
+BOUNDED_CASES = [(1, 5000, 3), (5000, 1, 3), (1, 5000, 1), (3000, 2, 3), (4000, 3000, 3), (8, 8, 1)]
+
+
+@pytest.mark.parametrize("shape", BOUNDED_CASES, ids=lambda s: "x".join(map(str, s)))
+def test_display_copies_are_bounded_and_keep_the_aspect(shape):
+    from lib import evaluation
+    from lib.explain import overlay
+
+    image = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    h, w = shape[:2]
+    for shown in (predict.display_image(image), evaluation.display_image(image)):
+        sh, sw = shown.shape[:2]
+        assert max(sh, sw) <= predict.DISPLAY_MAX_SIDE and sh * sw <= predict.DISPLAY_MAX_PIXELS
+        assert min(sh, sw) >= 1 and shown.dtype == np.uint8
+        if min(sh, sw) >= 10:  # the aspect ratio survives (a side of 1 px cannot shrink)
+            assert abs(sw / sh - w / h) / (w / h) < 0.1
+        else:
+            assert (sh > sw) == (h > w)
+    shown = predict.display_image(image)
+    assert shown.ndim == 3 and shown.shape[2] == 3
+    heat = np.random.default_rng(6).uniform(0, 1, (8, 8)).astype(np.float32)
+    assert overlay(shown, heat).shape == shown.shape
+
+
+def test_small_images_are_enlarged_crisply_up_to_the_bound():
+    digit = np.arange(64, dtype=np.uint8).reshape(8, 8, 1)
+    shown = predict.display_image(digit)
+    assert shown.shape == (224, 224, 3)  # 28× by pixel repetition
+    np.testing.assert_array_equal(shown[::28, ::28, 0], digit[:, :, 0])
+    # A 2×600 strip cannot reach a 224 px short side within the 1024 px long side.
+    assert predict.display_image(np.zeros((2, 600, 3), np.uint8)).shape == (2, 600, 3)
+    assert predict.bounded_size(100, 50, min_side=224) == (500, 250)
+
+
+@pytest.mark.parametrize("shape", BOUNDED_CASES, ids=lambda s: "x".join(map(str, s)))
+def test_thumbnails_are_bounded(shape):
+    import base64
+
+    image = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+    url = predict.thumbnail_data_url(image)
+    png = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert max(png.size) <= predict.THUMBNAIL_SIDE and min(png.size) >= 1
