@@ -63,22 +63,36 @@ class Predictions:
 # Computing and storing predictions
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """Softmax over the last axis, computed in float64 (stable: the row maximum is subtracted).
+
+    The one softmax of the project: training, evaluation and prediction use it.
+    """
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(dtype, copy=False)
 
 
-def _load_model(run_dir: Path):
-    """Load a run's model.keras in safe mode (no arbitrary code from the file)."""
-    import keras
+_softmax = softmax  # the older private name
 
+
+def _model_path(run_dir: Path) -> Path:
+    """The run's model.keras; PredictionsError when training has not written it."""
     path = run_dir / runstore.MODEL_FILE
     if not path.is_file():
         raise PredictionsError(
             f"run {run_dir.name} has no {runstore.MODEL_FILE}; it did not finish training. "
             "Train it again (or resume it) before evaluating."
         )
+    return path
+
+
+def _load_model(run_dir: Path):
+    """Load a run's model.keras in safe mode (no arbitrary code from the file)."""
+    import keras
+
+    path = _model_path(run_dir)
     try:
         return keras.saving.load_model(str(path), safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for a bad file
@@ -101,34 +115,74 @@ def evaluation_split(ds: Any) -> str:
     )
 
 
-def predict_probs(model: Any, split: Any, *, batch_size: int, tta_flip: bool) -> np.ndarray:
+def predict_probs(
+    model: Any,
+    split: Any,
+    *,
+    batch_size: int,
+    tta_flip: bool,
+    distributed: bool = True,
+    dtype: Any = np.float32,
+) -> np.ndarray:
     """Softmax probabilities of ``model`` on every image of ``split``, in split order.
 
-    With ``tta_flip`` the probabilities are averaged with those of the
-    left-right mirrored images (test-time augmentation).
+    Args:
+        model: a Keras model taking float32 raw pixels and returning logits.
+        split: a lib.data Split (in memory or streamed; an unreadable file comes
+            back blank, so the rows stay aligned with the split's labels).
+        batch_size: images per model call.
+        tta_flip: average the probabilities with those of the left-right
+            mirrored images (test-time augmentation).
+        distributed: ``model.predict`` (which a multi-worker strategy shards
+            between workers); False calls the model batch by batch in this
+            process, so that every worker gets the whole split.
+        dtype: of the result (the softmax itself is computed in float64).
+
+    Returns:
+        ``(len(split), K)`` probabilities.
     """
+
+    def probs_of(x: np.ndarray) -> np.ndarray:
+        if distributed:
+            logits = model.predict(x, batch_size=batch_size, verbose=0)
+        else:
+            parts = [
+                np.asarray(model(x[i : i + batch_size], training=False))
+                for i in range(0, len(x), batch_size)
+            ]
+            logits = np.concatenate(parts)
+        return softmax(logits)
+
     n = len(split)
     out: list[np.ndarray] = []
     for start in range(0, n, PREDICT_CHUNK):
         idx = np.arange(start, min(start + PREDICT_CHUNK, n))
         # Models rescale inside themselves, so they take raw pixels as float32.
         x = split.images(idx).astype(np.float32)
-        probs = _softmax(np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float64))
+        probs = probs_of(x)
         if tta_flip:
-            flipped = np.ascontiguousarray(x[:, :, ::-1, :])
-            logits = model.predict(flipped, batch_size=batch_size, verbose=0)
-            probs = (probs + _softmax(np.asarray(logits, np.float64))) / 2.0
-        out.append(probs.astype(np.float32))
+            probs = (probs + probs_of(np.ascontiguousarray(x[:, :, ::-1, :]))) / 2.0
+        out.append(probs.astype(dtype, copy=False))
     if not out:
-        return np.zeros((0, 0), np.float32)
+        return np.zeros((0, 0), dtype)
     return np.concatenate(out)
 
 
-def compute_predictions(run_dir: Path | str) -> Path:
-    """Predict a completed run's evaluation split and store ``predictions.npz``.
+def compute_predictions(
+    run_dir: Path | str,
+    *,
+    dataset: Any = None,
+    probs: np.ndarray | None = None,
+) -> Path:
+    """Store ``predictions.npz``: a completed run's probabilities on its evaluation split.
 
     Args:
         run_dir: the run directory (``runstore.run_dir(run_id)``).
+        dataset: the run's loaded dataset, when the caller has it (the trainer
+            does); else it is loaded from config.json.
+        probs: the evaluation split's probabilities, when the caller computed
+            them already (the trainer does, for metrics.json); else the run's
+            model.keras predicts them.
 
     Returns:
         The path of the written ``predictions.npz``.
@@ -138,21 +192,26 @@ def compute_predictions(run_dir: Path | str) -> Path:
             dataset's classes, or a dataset without test/validation images.
         lib.data.DatasetError: the run's dataset cannot be loaded any more.
     """
-    from lib.data import load_dataset
-
     run_dir = Path(run_dir)
     cfg = runstore.read_config(run_dir)
-    model = _load_model(run_dir)
-    ds = load_dataset(cfg.data)
-    split_name = evaluation_split(ds)
-    split = ds.splits[split_name]
-    probs = predict_probs(
-        model, split, batch_size=min(cfg.train.batch_size, 256), tta_flip=cfg.train.tta_flip
-    )
-    if probs.shape[1] != len(ds.class_names):
+    if probs is None:
+        model = _load_model(run_dir)
+    else:
+        _model_path(run_dir)  # predictions belong to the run's saved model
+    if dataset is None:
+        from lib.data import load_dataset
+
+        dataset = load_dataset(cfg.data)
+    split_name = evaluation_split(dataset)
+    split = dataset.splits[split_name]
+    if probs is None:
+        probs = predict_probs(
+            model, split, batch_size=min(cfg.train.batch_size, 256), tta_flip=cfg.train.tta_flip
+        )
+    if probs.shape[1] != len(dataset.class_names):
         raise PredictionsError(
             f"the model of run {run_dir.name} predicts {probs.shape[1]} classes but its "
-            f"dataset has {len(ds.class_names)}; the dataset changed since training. "
+            f"dataset has {len(dataset.class_names)}; the dataset changed since training. "
             "Train the run again."
         )
     refs = split.refs
@@ -162,11 +221,11 @@ def compute_predictions(run_dir: Path | str) -> Path:
     np.savez(
         buf,
         y_true=np.asarray(split.labels, np.int32),
-        probs=probs,
+        probs=np.asarray(probs, np.float32),
         indices=np.arange(n, dtype=np.int64),
         split=np.array(split_name),
         refs=ref_array,
-        class_names=np.array(list(ds.class_names), dtype=str),
+        class_names=np.array(list(dataset.class_names), dtype=str),
     )
     path = run_dir / runstore.PREDICTIONS_FILE
     runstore.atomic_write_bytes(path, buf.getvalue())
@@ -234,12 +293,13 @@ def display_image(image: np.ndarray, min_side: int = 96) -> np.ndarray:
 
     Tiny images (8×8 digits, 28×28 Fashion-MNIST) would otherwise be shown as
     blurry specks; large or extreme ones (a 5000×1 strip) are shrunk to the
-    display bounds of :func:`lib.predict.fit_image`. Grayscale becomes (H, W)
+    display bounds of :func:`lib.predict.fit_image` and padded to a sensible
+    aspect ratio (:func:`lib.predict.pad_to_aspect`). Grayscale becomes (H, W)
     because that is what st.image takes.
     """
-    from lib.predict import fit_image
+    from lib.predict import fit_image, pad_to_aspect
 
-    img = fit_image(np.asarray(image), min_side=min_side)
+    img = pad_to_aspect(fit_image(np.asarray(image), min_side=min_side))
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     return img

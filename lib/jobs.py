@@ -30,11 +30,10 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib import runs, runstore
+from lib import progress, runs, runstore
 from lib.config import RunConfig
 from lib.errors import KestrelError
 from lib.runstore import RunStatus
@@ -443,65 +442,13 @@ describe_dataset = runs.describe_dataset
 read_history = runstore.read_history
 
 
-@dataclass
-class Progress:
-    """The latest progress of a run, from the tail of progress.jsonl."""
-
-    phase: str = ""  # the latest preparation phase ("loading data", "training"...)
-    start: dict[str, Any] | None = None  # the latest attempt's start event
-    batch: dict[str, Any] | None = None  # the latest batch event of that attempt
-    epoch: dict[str, Any] | None = None  # the latest epoch event
-    live: list[dict[str, Any]] = field(default_factory=list)  # batch events of the current epoch
-
-    @property
-    def fraction_epochs(self) -> float:
-        """Share of all epochs done, counting the current epoch's batches."""
-        ev = self.latest
-        if not ev:
-            return 0.0
-        epochs = max(1, int(ev.get("epochs", 1)))
-        if ev.get("type") == "epoch":
-            return min(1.0, (ev["epoch"] + 1) / epochs)
-        return min(1.0, (ev["epoch"] + ev["batch"] / max(1, ev["steps"])) / epochs)
-
-    @property
-    def latest(self) -> dict[str, Any] | None:
-        """The newer of the latest batch and epoch events."""
-        cands = [e for e in (self.batch, self.epoch) if e]
-        return max(cands, key=lambda e: e.get("time", 0.0)) if cands else None
+# Progress events: lib.progress holds their schema, writer and reader.
+Progress = progress.Progress
 
 
 def read_progress(path: Path, tail_bytes: int = PROGRESS_TAIL_BYTES) -> Progress:
-    """Parse the tail of ``progress.jsonl`` (cheap however long the run is)."""
-    progress = Progress()
-    try:
-        with open(Path(path) / runstore.PROGRESS_FILE, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - tail_bytes))
-            data = fh.read()
-    except OSError:
-        return progress
-    lines = data.decode("utf-8", "replace").splitlines()
-    if size > tail_bytes:
-        lines = lines[1:]  # the first line is probably cut
-    for line in lines:
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
-        kind = ev.get("type")
-        if kind == "phase":
-            progress.phase = ev.get("phase", "")
-        elif kind == "start":
-            progress.start, progress.batch, progress.live = ev, None, []
-        elif kind == "batch":
-            progress.batch = ev
-            progress.live.append(ev)
-        elif kind == "epoch":
-            progress.epoch = ev
-            progress.live = []
-    return progress
+    """The run's latest progress from the tail of progress.jsonl (see lib.progress)."""
+    return progress.read_progress(path, tail_bytes)
 
 
 def read_lr_plan(path: Path) -> dict[str, Any] | None:

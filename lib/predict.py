@@ -79,10 +79,10 @@ def preprocess(image: np.ndarray, card: ModelCard) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    """float32 probabilities of ``logits`` (lib.evaluation's softmax)."""
+    from lib.evaluation import softmax as stable_softmax
+
+    return stable_softmax(logits, np.float32)
 
 
 class Predictor:
@@ -226,6 +226,8 @@ def latency(
 DISPLAY_MAX_SIDE = 1024  # px, the longest side of a display copy
 DISPLAY_MAX_PIXELS = 1_000_000  # px in all, so a square copy stays ~1000×1000
 THUMBNAIL_SIDE = 64  # px, the longest side of a table thumbnail
+DISPLAY_MAX_ASPECT = 10  # longest side : shortest side; beyond it, a grey band pads
+PAD_GREY = 240
 
 
 def bounded_size(
@@ -283,13 +285,33 @@ def fit_image(
     return out[:, :, None] if squeeze else out
 
 
-def display_image(image: np.ndarray, min_side: int = 224) -> np.ndarray:
+def pad_to_aspect(image: np.ndarray, max_aspect: float = DISPLAY_MAX_ASPECT) -> np.ndarray:
+    """``image`` centred on a light grey band so its sides are at most ``max_aspect`` : 1.
+
+    A 1024×1 strip shown 320 px wide would be less than a pixel tall (and
+    Streamlit refuses to scale it); padded, it is shown as it is, in a frame.
+    """
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    th, tw = max(h, -(-w // max_aspect)), max(w, -(-h // max_aspect))
+    th, tw = int(th), int(tw)
+    if (th, tw) == (h, w):
+        return img
+    out = np.full((th, tw, *img.shape[2:]), PAD_GREY, np.uint8)
+    top, left = (th - h) // 2, (tw - w) // 2
+    out[top : top + h, left : left + w] = img
+    return out
+
+
+def display_image(image: np.ndarray, min_side: int = 224, *, pad: bool = True) -> np.ndarray:
     """An RGB uint8 copy to look at: tiny images enlarged, huge or extreme ones bounded.
 
     The result's longest side is at most :data:`DISPLAY_MAX_SIDE` and its area at
-    most :data:`DISPLAY_MAX_PIXELS`, whatever the upload (a 5000×1 strip stays 1024×1).
+    most :data:`DISPLAY_MAX_PIXELS`, whatever the upload: a 5000×1 strip becomes
+    1024×1, padded (unless ``pad`` is False) to 1024×103 by :func:`pad_to_aspect`.
     """
-    return as_rgb(fit_image(image, min_side=min_side))
+    img = as_rgb(fit_image(image, min_side=min_side))
+    return pad_to_aspect(img) if pad else img
 
 
 def thumbnail_data_url(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:

@@ -1,16 +1,20 @@
 """Figures of the Train page: live loss/accuracy curves and the learning-rate curve.
 
-Pure functions: the run's history columns (lib.jobs.read_history), its recent
-batch events and its LR plan in, ``plotly.graph_objects.Figure`` out.
+Pure functions: the run's history columns (lib.runstore.read_history), its recent
+batch events (lib.progress.BatchEvent) and its LR plan in,
+``plotly.graph_objects.Figure`` out.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from lib.progress import BatchEvent
 
 ACCENT = "#c2410c"  # the app's primary colour (.streamlit/config.toml): training
 VALIDATION = "#1d4ed8"
@@ -23,7 +27,10 @@ def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]
 
 
 def live_curves_figure(
-    history: dict[str, list[float]], live: list[dict[str, Any]] | None = None, *, height: int = 320
+    history: dict[str, list[float]],
+    live: Sequence[BatchEvent] | None = None,
+    *,
+    height: int = 320,
 ) -> go.Figure:
     """Loss and accuracy per epoch, training and validation, side by side.
 
@@ -61,8 +68,8 @@ def live_curves_figure(
                 col=col,
             )
         if live:
-            xs = [ev["epoch"] + ev["batch"] / max(1, ev["steps"]) for ev in live]
-            ys = [ev.get(metric) for ev in live]
+            xs = [ev.position for ev in live]
+            ys = [getattr(ev, metric) for ev in live]
             if epochs:  # join the dotted line to the last finished epoch
                 last_x, last_y = _finite(epochs, history.get(metric, []))
                 if last_x:
