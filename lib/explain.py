@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from lib.data.images import as_rgb
+from lib.errors import KestrelError
 
 # Layers that only shrink, pad or perturb a feature map: never a target.
 _NOT_COMPUTING = ("Pooling", "Dropout", "ZeroPadding", "Cropping")
@@ -59,6 +60,10 @@ ZERO_GRADIENT = 1e-10
 # weights leave speckles on edges; at 1/16 they merge into readable regions, and
 # on the shapes demo the peak lands in the box slightly more often (91 -> 92 %).
 SMOOTH_SHARE = 1 / 16
+
+
+class GradCamError(KestrelError):
+    """A model Grad-CAM cannot explain (no convolutional feature map)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ def find_target_layer(model: Any) -> str:
     """The name of the layer Grad-CAM uses (see the module docstring for the rule).
 
     Raises:
-        ValueError: the model has no 4-D feature map (e.g. a pure dense network).
+        GradCamError: the model has no 4-D feature map (e.g. a pure dense network).
     """
     maps = []
     for layer in model.layers:
@@ -101,8 +106,9 @@ def find_target_layer(model: Any) -> str:
         if shape is not None and len(shape) == 4 and type(layer).__name__ not in _NOT_FEATURES:
             maps.append((layer, min(shape[1] or 0, shape[2] or 0)))
     if not maps:
-        raise ValueError(
-            f"model {model.name!r} has no convolutional feature map, so Grad-CAM cannot explain it"
+        raise GradCamError(
+            f"model {model.name!r} has no convolutional feature map, so Grad-CAM cannot "
+            "explain it; Grad-CAM needs a CNN (any preset but a pure dense network)"
         )
     computing = [
         (layer, side)

@@ -14,15 +14,35 @@ import time
 import numpy as np
 import streamlit as st
 
-from lib import export, predict, registry
-from lib.data.images import ImageDecodeError
+from lib import export, predict, registry, runs
+from lib.config import DataConfig
+from lib.data.images import MAX_FILE_BYTES, ImageDecodeError
 from lib.plots.predict import top_k_figure
+from lib.text import error_text, escape_markdown
 from pages import ui
 
 SOURCES = ("Registry", "Training run", "Upload .keras")
 INPUTS = ("Upload", "Camera", "Dataset sample")
-TABLE_ROWS_MAX = 500  # images classified at once; more is a job for the CLI
+UPLOAD_MAX_FILES = 200  # images classified at once; more is a job for the CLI
+UPLOAD_MAX_BYTES = 200 * 2**20  # all uploaded images together, read into memory at once
 IMAGE_WIDTH = 320  # px; a portrait photo at full column width would push the chart off screen
+
+
+def model_label(entry: registry.ModelEntry) -> str:
+    """``name · dataset · accuracy · date`` of a registry model, from its card."""
+    card = entry.card
+    config = card.dataset.get("config") if isinstance(card.dataset, dict) else None
+    try:
+        dataset = runs.describe_dataset(DataConfig.from_dict(config))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        dataset = str(card.dataset.get("source") or "dataset unknown")
+    accuracy = runs.NO_ACCURACY if card.accuracy is None else f"{card.accuracy:.1%}"
+    return " · ".join((entry.name, dataset, accuracy, card.created[:10] or runs.NO_ACCURACY))
+
+
+def _show(exc: BaseException, where: str) -> None:
+    """A user-fixable error as its message; anything else logged as an internal error."""
+    st.error(error_text(exc, where), icon=":material/error:")
 
 
 # ---------------------------------------------------------------- model
@@ -37,30 +57,48 @@ def _registry_model() -> registry.ModelEntry | None:
             icon=":material/info:",
         )
         return None
-    labels = [e.label for e in entries]
-    default = registry.default_entry()
-    index = labels.index(default.label) if default else 0
-    pick = st.selectbox("Registry model", labels, index=index, key=ui.PRED_REGISTRY_PICK)
-    return entries[labels.index(pick)]
+    # Options are ids (the model file), so a pick survives a changed card or label.
+    by_id = {str(e.model_path): e for e in entries}
+    if st.session_state.get(ui.PRED_REGISTRY_PICK) not in by_id:
+        default = registry.default_entry()
+        st.session_state[ui.PRED_REGISTRY_PICK] = str(
+            (default or entries[0]).model_path
+        )  # fmt: skip
+    pick = st.selectbox(
+        "Registry model",
+        list(by_id),
+        format_func=lambda i: model_label(by_id[i]),
+        key=ui.PRED_REGISTRY_PICK,
+    )
+    return by_id[pick]
 
 
 def _run_model() -> registry.ModelEntry | None:
-    runs = registry.completed_runs()
-    if not runs:
+    views = {v.run_id: v for v in runs.completed_views()}
+    if not views:
         st.info("No completed runs yet: train one on the Train page.", icon=":material/info:")
         return None
-    names = [r.name for r in runs]
-    pick = st.selectbox("Completed run", names, key=ui.PRED_RUN_PICK)
-    run_dir = runs[names.index(pick)]
+    # Options are run ids; the label (name, accuracy) may change without losing the pick.
+    if st.session_state.get(ui.PRED_RUN_PICK) not in views:
+        best = runs.best_completed()
+        st.session_state[ui.PRED_RUN_PICK] = best.run_id if best else next(iter(views))
+    pick = st.selectbox(
+        "Completed run",
+        list(views),
+        format_func=lambda i: runs.run_label(views[i]),
+        key=ui.PRED_RUN_PICK,
+        help="The best completed run (highest test accuracy) is picked first.",
+    )
+    run_dir = views[pick].path
     entry = registry.run_entry(run_dir)
     with st.popover("Save to registry", icon=":material/bookmark_add:"):
         name = st.text_input("Model name", value=run_dir.name, key=ui.PRED_SAVE_NAME, max_chars=64)
         if st.button("Save", key=ui.PRED_SAVE):
             try:
                 folder = registry.save_run_to_registry(run_dir, name)
-                st.success(f"Saved as {folder.name}", icon=":material/check:")
-            except (registry.RegistryError, ValueError) as exc:
-                ui.show_error(exc)
+                st.success(f"Saved as {escape_markdown(folder.name)}", icon=":material/check:")
+            except Exception as exc:
+                _show(exc, "Save to registry")
     return entry
 
 
@@ -93,13 +131,14 @@ def _card_summary(entry: registry.ModelEntry) -> None:
     ]
     if card.dataset.get("source"):
         bits.append(f"trained on {card.dataset['source']}")
+    bits = [escape_markdown(b) for b in bits]
     if acc is not None:
         bits.append(f"test accuracy {acc:.1%}")
     if card.keras_version:
         bits.append(f"Keras {card.keras_version}")
     st.caption(" · ".join(bits))
     if card.description:
-        st.caption(card.description)
+        st.caption(escape_markdown(card.description))
     with st.expander("Model card"):
         st.json(card.to_dict(), expanded=1)
 
@@ -119,12 +158,12 @@ def _images_from_input(mode: str) -> tuple[list[str], list[np.ndarray], list[str
             accept_multiple_files=True,
             key=ui.PRED_IMAGES,
         )
-        files = files or []
-        if len(files) > TABLE_ROWS_MAX:
-            st.warning(f"Only the first {TABLE_ROWS_MAX} of {len(files)} images are classified.")
-            files = files[:TABLE_ROWS_MAX]
+        files = _within_upload_caps(files or [])
         problems = []
         for f in files:
+            if f.size > MAX_FILE_BYTES:  # checked before the bytes are read
+                problems.append(f"{f.name}: {f.size / 2**20:.0f} MB, over the per-image limit")
+                continue
             try:
                 images.append(predict.decode_upload(f.getvalue(), f.name))
                 names.append(f.name)
@@ -132,7 +171,9 @@ def _images_from_input(mode: str) -> tuple[list[str], list[np.ndarray], list[str
             except ImageDecodeError as exc:
                 problems.append(str(exc))
         if problems:
-            st.warning("Skipped: " + "; ".join(problems), icon=":material/warning:")
+            st.warning(
+                escape_markdown("Skipped: " + "; ".join(problems)), icon=":material/warning:"
+            )
     elif mode == "Camera":
         shot = st.camera_input("Take a picture", key=ui.PRED_CAMERA)
         if shot is not None:
@@ -141,7 +182,7 @@ def _images_from_input(mode: str) -> tuple[list[str], list[np.ndarray], list[str
                 names.append("camera photo")
                 truths.append("")
             except ImageDecodeError as exc:
-                ui.show_error(exc)
+                _show(exc, "Camera")
     else:
         cfg = ui.data_config()
         st.caption(f"A random test image of the active dataset: {ui.describe_data(cfg)}.")
@@ -159,16 +200,41 @@ def _images_from_input(mode: str) -> tuple[list[str], list[np.ndarray], list[str
     return names, images, truths
 
 
+def _within_upload_caps(files: list) -> list:
+    """The first uploads within the file count and total size caps, with a message if cut.
+
+    Sizes come from the upload records, so nothing is read before the check.
+    """
+    kept, total = [], 0
+    for f in files[:UPLOAD_MAX_FILES]:
+        if total + f.size > UPLOAD_MAX_BYTES:
+            break
+        kept.append(f)
+        total += f.size
+    if len(kept) < len(files):
+        why = (
+            f"at most {UPLOAD_MAX_FILES} images"
+            if len(kept) == UPLOAD_MAX_FILES
+            else f"at most {UPLOAD_MAX_BYTES // 2**20} MB of images"
+        )
+        st.warning(
+            f"Only the first {len(kept)} of {len(files)} images are classified: one go takes "
+            f"{why}. Classify the rest in further batches.",
+            icon=":material/warning:",
+        )
+    return kept
+
+
 def _draw_sample(cfg):
     """(config key, index, true class, image) of a random test image, or an error tuple."""
-    from lib.data import DatasetError, load_dataset
+    from lib.data import load_dataset
 
     key = cfg.to_json(indent=None)
     try:
         with st.spinner("Loading the dataset…"):
             ds = load_dataset(cfg)
-    except (DatasetError, ValueError) as exc:
-        ui.show_error(exc, "Cannot load the active dataset")
+    except Exception as exc:
+        _show(exc, "Cannot load the active dataset")
         return (key, None, None, None)
     split = ds.splits["test"] if len(ds.splits.get("test", ())) else ds.splits["val"]
     index = int(np.random.default_rng().integers(len(split)))
@@ -183,30 +249,46 @@ def _detail(entry, predictor, name, image, pred, truth: str, k: int) -> None:
     left, right = st.columns([1, 1])
     with left:
         show_cam = st.toggle("Grad-CAM overlay", value=False, key=ui.PRED_GRADCAM)
-        shown = predict.display_image(image)
-        caption = name if not truth else f"{name} · true class: {truth}"
+        shown = predict.display_image(image)  # bounded, whatever the upload's shape
+        caption = escape_markdown(name if not truth else f"{name} · true class: {truth}")
         if show_cam:
-            from lib.explain import grad_cam, overlay
-
-            try:
-                cam = grad_cam(predictor.model, predict.preprocess(image, entry.card)[None])
-                st.image(overlay(shown, cam.heat), caption=caption, width=IMAGE_WIDTH)
-                st.caption(
-                    f"Grad-CAM of **{entry.card.class_names[cam.class_index]}** on layer "
-                    f"`{cam.layer}` ({cam.feature_shape[0]}×{cam.feature_shape[1]} feature map). "
-                    "Red: regions that raised this class's score."
-                )
-            except ValueError as exc:
-                ui.show_error(exc, "No Grad-CAM")
-                st.image(shown, caption=caption, width=IMAGE_WIDTH)
+            _grad_cam_view(entry, predictor, image, shown, caption)
         else:
             st.image(shown, caption=caption, width=IMAGE_WIDTH)
     with right:
-        verdict = f"**{pred.label}** · {pred.confidence:.1%}"
+        verdict = f"**{escape_markdown(pred.label)}** · {pred.confidence:.1%}"
         if truth:
-            verdict += " ✓" if truth == pred.label else f" ✗ (true: {truth})"
+            verdict += " ✓" if truth == pred.label else f" ✗ (true: {escape_markdown(truth)})"
         st.markdown(verdict)
         st.plotly_chart(top_k_figure(pred.top_k), key=ui.PRED_CHART, width="stretch")
+
+
+def _grad_cam_view(entry, predictor, image, shown, caption: str) -> None:
+    """The Grad-CAM overlay of the predicted class, or why there is none."""
+    from lib.explain import grad_cam, overlay
+
+    try:
+        cam = grad_cam(predictor.model, predict.preprocess(image, entry.card)[None])
+    except Exception as exc:
+        _show(exc, "No Grad-CAM")
+        st.image(shown, caption=caption, width=IMAGE_WIDTH)
+        return
+    name = escape_markdown(entry.card.class_names[cam.class_index])
+    where = f"layer `{cam.layer}` ({cam.feature_shape[0]}×{cam.feature_shape[1]} feature map)"
+    if cam.flat:
+        st.image(shown, caption=caption, width=IMAGE_WIDTH)
+        st.info(
+            f"This map is flat: {escape_markdown(cam.flat_reason)}. No overlay is drawn, "
+            f"because it would tint the whole image alike. (Grad-CAM of **{name}** on {where}.)",
+            icon=":material/blur_off:",
+        )
+        return
+    blended = overlay(predict.display_image(image, pad=False), cam.heat)
+    st.image(predict.pad_to_aspect(blended), caption=caption, width=IMAGE_WIDTH)
+    st.caption(
+        f"Grad-CAM of **{name}** on {where}. Red and yellow: the regions that raised "
+        f"{name}'s score most; untinted: regions that did not raise it."
+    )
 
 
 def _table(names, images, preds) -> None:
@@ -264,8 +346,8 @@ def _export_panel(entry: registry.ModelEntry) -> None:
                             model_key,
                             export.export_model(entry, kind, images),
                         )
-                except export.ExportError as exc:
-                    ui.show_error(exc)
+                except Exception as exc:
+                    _show(exc, "Export")
             held = st.session_state.get(ui.PRED_EXPORT_RESULT)
             result = held[1] if held and held[0] == model_key else None
         if result is None:
@@ -308,8 +390,8 @@ try:
         entry = _uploaded_model()
     else:
         entry = _registry_model()
-except (registry.RegistryError, registry.UnsafeModelError, ValueError) as exc:
-    ui.show_error(exc, "Model refused" if isinstance(exc, registry.UnsafeModelError) else "")
+except Exception as exc:
+    _show(exc, "Model refused" if isinstance(exc, registry.UnsafeModelError) else "Model")
     entry = None
 if entry is None:
     st.stop()
@@ -318,8 +400,8 @@ _card_summary(entry)
 try:
     with st.spinner("Loading the model…"):
         predictor = predict.get_predictor(entry)
-except (registry.RegistryError, ValueError, OSError) as exc:
-    ui.show_error(exc, "Cannot load the model")
+except Exception as exc:
+    _show(exc, "Cannot load the model")
     st.stop()
 
 st.divider()
@@ -335,7 +417,11 @@ k = st.slider(
 
 if images:
     t0 = time.perf_counter()
-    preds = predictor.predict(images, k=k)
+    try:
+        preds = predictor.predict(images, k=k)
+    except Exception as exc:
+        _show(exc, "Prediction")
+        st.stop()
     elapsed_ms = (time.perf_counter() - t0) * 1000
     h, w, c = entry.card.input_shape
     st.caption(
@@ -350,7 +436,7 @@ if images:
         i = st.selectbox(
             "Look closer at",
             range(len(names)),
-            format_func=lambda j: f"{j + 1}. {names[j]} ({preds[j].label})",
+            format_func=lambda j: f"{j + 1}. {names[j]} ({preds[j].label})",  # options: plain text
             key=ui.PRED_DETAIL,
         )
         _detail(entry, predictor, names[i], images[i], preds[i], truths[i], k)

@@ -46,8 +46,94 @@ def _captions(at) -> str:
 
 def test_opens_on_the_shipped_demo(page):
     _ok(page)
-    assert "fashion-mnist-demo" in page.selectbox(key=ui.PRED_REGISTRY_PICK).value
+    picker = page.selectbox(key=ui.PRED_REGISTRY_PICK)
+    # Options are ids (the model file); labels are name · dataset · accuracy · date.
+    assert Path(picker.value).parent.name == "fashion-mnist-demo"
+    label = picker.options[picker.index]
+    name, dataset, accuracy, date = label.split(" · ")
+    assert (name, dataset) == ("fashion-mnist-demo", "fashion_mnist")
+    assert accuracy.endswith("%") and len(date) == 10
     assert "10 classes" in _captions(page) and "28×28×1" in _captions(page)
+
+
+@pytest.mark.parametrize("shape", [(1, 5000, 3), (5000, 1, 3), (2, 3000, 3)])
+def test_an_extreme_aspect_ratio_upload_is_predicted_and_shown_bounded(page, shape):
+    page.file_uploader(key=ui.PRED_IMAGES).set_value(
+        ("strip.png", _image_bytes("PNG", shape), "image/png")
+    )
+    page.run()
+    _ok(page)
+    assert "Prediction took" in _captions(page)
+    page.toggle(key=ui.PRED_GRADCAM).set_value(True)
+    page.run()
+    _ok(page)
+    assert "Grad-CAM of" in _captions(page) or any("flat" in i.value for i in page.info)
+
+
+def test_a_flat_grad_cam_map_is_said_not_drawn(page, monkeypatch):
+    from lib import explain
+
+    def flat_cam(model, batch, class_index=None, layer_name=None):
+        h, w = np.asarray(batch).shape[1:3]
+        return explain.GradCam(
+            heat=np.zeros((h, w), np.float32), layer="block1_conv", class_index=0,
+            feature_shape=(28, 28), flat_reason="no region of layer block1_conv's map raised it",
+        )  # fmt: skip
+
+    monkeypatch.setattr(explain, "grad_cam", flat_cam)
+    page.file_uploader(key=ui.PRED_IMAGES).set_value(("a.png", _image_bytes("PNG"), "image/png"))
+    page.run()
+    page.toggle(key=ui.PRED_GRADCAM).set_value(True)
+    page.run()
+    _ok(page)
+    assert any(i.value.startswith("This map is flat: ") for i in page.info)
+    assert "Red and yellow" not in _captions(page)
+
+
+def test_too_many_uploads_are_capped_before_reading(page):
+    files = [(f"i{i}.png", _image_bytes("PNG", (8, 8, 3), seed=i), "image/png") for i in range(201)]
+    page.file_uploader(key=ui.PRED_IMAGES).set_value(files)
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert any("Only the first 200 of 201 images" in w.value for w in page.warning)
+    assert len(page.dataframe[0].value) == 200
+
+
+def test_a_markdown_file_name_is_shown_as_text(page):
+    name = "![x](http://example.com/t.png).png"
+    page.file_uploader(key=ui.PRED_IMAGES).set_value(
+        [(name, b"not an image", "image/png"), ("ok.png", _image_bytes("PNG"), "image/png")]
+    )
+    page.run()
+    assert not page.exception
+    (warning,) = page.warning
+    assert "![x](" not in warning.value and r"\!\[x\](http\://example.com" in warning.value
+
+
+def test_the_run_picker_defaults_to_the_best_run_and_keeps_a_pick_by_id(page):
+    from tiny_runs import make_finished_run
+
+    from lib import runs, runstore
+
+    weak = make_finished_run(name="weak run", epochs=1, hidden=4)
+    strong = make_finished_run(name="strong run", epochs=6, hidden=32, seed=1)
+    assert runs.view_of(strong).accuracy > runs.view_of(weak).accuracy
+    page.segmented_control(key=ui.PRED_SOURCE).set_value("Training run")
+    page.run()
+    _ok(page)
+    picker = page.selectbox(key=ui.PRED_RUN_PICK)
+    assert picker.value == strong.name  # the best, though the weak run is not older
+    label = picker.options[picker.index]
+    assert label == runs.run_label(runs.view_of(strong)) and label.startswith("strong run · digits")
+    # Pick the weak run, then its accuracy (and so its label) changes: the pick stays.
+    picker.set_value(weak.name)
+    page.run()
+    metrics = runstore.read_metrics(weak)
+    runstore.atomic_write_json(weak / runstore.METRICS_FILE, {**metrics, "test_accuracy": 0.99})
+    page.run()
+    _ok(page)
+    picker = page.selectbox(key=ui.PRED_RUN_PICK)
+    assert picker.value == weak.name and "99.0%" in picker.options[picker.index]
 
 
 def test_upload_a_png_shows_top_k(page):
@@ -66,6 +152,7 @@ def test_upload_a_png_shows_top_k(page):
     page.run()
     _ok(page)
     assert "Grad-CAM of" in _captions(page) and "on layer `" in _captions(page)
+    assert "Red and yellow" in _captions(page)
 
 
 def test_many_images_give_a_table_and_csv(page):

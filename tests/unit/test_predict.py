@@ -183,10 +183,11 @@ def test_display_copies_are_bounded_and_keep_the_aspect(shape):
         sh, sw = shown.shape[:2]
         assert max(sh, sw) <= predict.DISPLAY_MAX_SIDE and sh * sw <= predict.DISPLAY_MAX_PIXELS
         assert min(sh, sw) >= 1 and shown.dtype == np.uint8
-        if min(sh, sw) >= 10:  # the aspect ratio survives (a side of 1 px cannot shrink)
+        assert max(sh, sw) / min(sh, sw) <= predict.DISPLAY_MAX_ASPECT + 0.1
+        if max(h, w) / min(h, w) <= predict.DISPLAY_MAX_ASPECT:  # the aspect ratio survives
             assert abs(sw / sh - w / h) / (w / h) < 0.1
-        else:
-            assert (sh > sw) == (h > w)
+        else:  # an extreme strip is padded with a grey band, not stretched
+            assert (sh > sw) == (h > w) and (shown == predict.PAD_GREY).any()
     shown = predict.display_image(image)
     assert shown.ndim == 3 and shown.shape[2] == 3
     heat = np.random.default_rng(6).uniform(0, 1, (8, 8)).astype(np.float32)
@@ -199,7 +200,8 @@ def test_small_images_are_enlarged_crisply_up_to_the_bound():
     assert shown.shape == (224, 224, 3)  # 28× by pixel repetition
     np.testing.assert_array_equal(shown[::28, ::28, 0], digit[:, :, 0])
     # A 2×600 strip cannot reach a 224 px short side within the 1024 px long side.
-    assert predict.display_image(np.zeros((2, 600, 3), np.uint8)).shape == (2, 600, 3)
+    assert predict.display_image(np.zeros((2, 600, 3), np.uint8), pad=False).shape == (2, 600, 3)
+    assert predict.display_image(np.zeros((2, 600, 3), np.uint8)).shape == (60, 600, 3)
     assert predict.bounded_size(100, 50, min_side=224) == (500, 250)
 
 
