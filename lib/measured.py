@@ -2,7 +2,7 @@
 
 ``make bench`` (``python -m bench``) writes ``bench/results/<machine>-<date>.json``.
 Texts that quote a measurement (the recipe and preset descriptions) build their
-sentence here from the newest of those files, so a new measurement changes every
+sentence here from the newest of those files that measured it, so a new measurement changes every
 text at once and none can disagree with the results. Where nothing was measured,
 the sentence points to bench/results.
 
@@ -42,7 +42,7 @@ class RecipeFigures:
     source: str  # the results file, relative to the project
 
 
-_cache: dict[str, tuple[tuple, dict[str, Any] | None]] = {}
+_cache: dict[str, tuple[tuple, list[dict[str, Any]]]] = {}
 _lock = threading.Lock()
 
 
@@ -54,10 +54,11 @@ def _result_files(results_dir: Path) -> list[Path]:
     return sorted(files)
 
 
-def latest_results(results_dir: Path | None = None) -> dict[str, Any] | None:
-    """The newest results file's contents (by its ``date``, then name), or None if none.
+def all_results(results_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every results file's contents, newest first (by its ``date``, then name).
 
-    Read once and kept until a results file is added, removed or changed.
+    Each report gets ``_source``: its path relative to the project. Read once and
+    kept until a results file is added, removed or changed.
     """
     results_dir = Path(results_dir or RESULTS_DIR)
     files = _result_files(results_dir)
@@ -66,21 +67,26 @@ def latest_results(results_dir: Path | None = None) -> dict[str, Any] | None:
         hit = _cache.get(str(results_dir))
     if hit is not None and hit[0] == key:
         return hit[1]
-    newest: tuple[str, str] | None = None
-    report: dict[str, Any] | None = None
+    ranked = []
     for path in files:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(data, dict):
-            continue
-        rank = (str(data.get("date", "")), path.name)
-        if newest is None or rank > newest:
-            newest, report = rank, {**data, "_source": _relative(path)}
+        if isinstance(data, dict):
+            ranked.append(
+                ((str(data.get("date", "")), path.name), {**data, "_source": _relative(path)})
+            )
+    reports = [report for _, report in sorted(ranked, key=lambda r: r[0], reverse=True)]
     with _lock:
-        _cache[str(results_dir)] = (key, report)
-    return report
+        _cache[str(results_dir)] = (key, reports)
+    return reports
+
+
+def latest_results(results_dir: Path | None = None) -> dict[str, Any] | None:
+    """The newest results file's contents, or None if there is none."""
+    reports = all_results(results_dir)
+    return reports[0] if reports else None
 
 
 def _mtime(path: Path) -> int | None:
@@ -98,10 +104,19 @@ def _relative(path: Path) -> str:
 
 
 def recipe_figures(recipe: str, results_dir: Path | None = None) -> RecipeFigures | None:
-    """The newest time-to-accuracy figures of ``recipe`` (a lib.recipes name), or None."""
-    report = latest_results(results_dir)
-    if report is None:
-        return None
+    """The newest time-to-accuracy figures of ``recipe`` (a lib.recipes name), or None.
+
+    A run of ``make bench`` may measure only some benchmarks, so this is the newest
+    results file that measured this recipe, not necessarily the newest file.
+    """
+    for report in all_results(results_dir):
+        figures = _recipe_figures(report, recipe)
+        if figures is not None:
+            return figures
+    return None
+
+
+def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None:
     try:
         result = report["benchmarks"]["time_to_accuracy"]["result"]
         entry = result["recipes"][recipe]

@@ -82,6 +82,10 @@ def test_descriptions_quote_the_newest_results(tmp_path, monkeypatch):
     _results(tmp_path, "old-2026-01-01.json", "2026-01-01", 0.5)
     _results(tmp_path, "new-2026-02-01.json", "2026-02-01", 0.9234)
     _results(tmp_path, "newest-2026-03-01-tiny.json", "2026-03-01", 0.1)  # a smoke run
+    # The newest file measured something else only: the figures come from the one before.
+    (tmp_path / "other-2026-04-01.json").write_text(
+        json.dumps({"date": "2026-04-01", "benchmarks": {"gradcam": {"result": {}}}})
+    )
     (tmp_path / "broken.json").write_text("{not json")
     monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
     measured.clear_cache()
@@ -102,7 +106,8 @@ def test_descriptions_quote_the_newest_results(tmp_path, monkeypatch):
 
 def test_the_shipped_results_are_read():
     measured.clear_cache()
-    report = measured.latest_results()
-    assert report is not None and report["_source"].startswith("bench/results/")
+    fig = measured.recipe_figures("fast")
+    assert fig is not None and fig.source.startswith("bench/results/")
+    report = json.loads((measured.PROJECT_ROOT / fig.source).read_text())
     entry = report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]
     assert f"{entry['final_test_accuracy']:.1%}" in RECIPE_INFO["fast"].description
