@@ -22,7 +22,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.errors import KestrelError
+
 CONFIG_VERSION = 1
+
+
+class ConfigError(KestrelError):
+    """A config value out of its range, of the wrong type, or inconsistent with another field."""
+
 
 DATA_SOURCES = (
     "shapes",  # procedural, generated from a seed: the embedded default
@@ -78,7 +85,10 @@ def _plain(doc: str = "", **form: Any) -> dict[str, Any]:
 #   cli_only  True: no widget; only a recipe file or the CLI sets it
 #   help      a longer explanation for the widget's tooltip (default: doc)
 #   group     a heading the form puts the field under
-FORM_KEYS = ("label", "step", "format", "widget", "labels", "log", "cli_only", "help", "group")
+#   part      a whole config edited on its own page (RunConfig.data is the Dataset page)
+FORM_KEYS = (
+    "label", "step", "format", "widget", "labels", "log", "cli_only", "help", "group", "part",
+)  # fmt: skip
 
 
 def _validate(obj: Any) -> None:
@@ -91,35 +101,35 @@ def _validate(obj: Any) -> None:
         expected = hints[f.name]
         if expected is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"{where} must be true or false, got {value!r}")
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
         elif expected is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{where} must be a whole number, got {value!r}")
+                raise ConfigError(f"{where} must be a whole number, got {value!r}")
         elif expected is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{where} must be a number, got {value!r}")
+                raise ConfigError(f"{where} must be a number, got {value!r}")
             if not math.isfinite(value):
-                raise ValueError(f"{where} must be a finite number, got {value!r}")
+                raise ConfigError(f"{where} must be a finite number, got {value!r}")
         elif expected is str and not isinstance(value, str):
-            raise ValueError(f"{where} must be text, got {value!r}")
+            raise ConfigError(f"{where} must be text, got {value!r}")
         meta = f.metadata
         if "range" in meta:
             lo, hi = meta["range"]
             if not lo <= value <= hi:
-                raise ValueError(f"{where} must be between {lo} and {hi}, got {value!r}")
+                raise ConfigError(f"{where} must be between {lo} and {hi}, got {value!r}")
         if "choices" in meta and value not in meta["choices"]:
             allowed = ", ".join(meta["choices"])
-            raise ValueError(f"{where} must be one of: {allowed}; got {value!r}")
+            raise ConfigError(f"{where} must be one of: {allowed}; got {value!r}")
 
 
 def _from_dict(cls: type, data: Any) -> Any:
     """Build config ``cls`` from plain JSON data, rejecting unknown keys."""
     if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{cls.__name__} has no field(s) {', '.join(unknown)}; known fields: {', '.join(known)}"
         )
     hints = typing.get_type_hints(cls)
@@ -135,7 +145,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {value!r}")
         (item,) = typing.get_args(hint)[:1]
         return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -161,7 +171,7 @@ class _JsonMixin:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+            raise ConfigError(f"not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any):
@@ -274,9 +284,9 @@ class DataConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _validate(self)
         if self.source in ("folder", "upload") and not self.path:
-            raise ValueError(f"DataConfig.path is required for source {self.source!r}")
+            raise ConfigError(f"DataConfig.path is required for source {self.source!r}")
         if self.image_size and self.image_size < 8:
-            raise ValueError("DataConfig.image_size must be 0 (keep) or between 8 and 512")
+            raise ConfigError("DataConfig.image_size must be 0 (keep) or between 8 and 512")
 
 
 def _aug(lo: float, hi: float, doc: str, label: str, group: str, help: str) -> dict[str, Any]:
@@ -482,10 +492,12 @@ class HeadConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _validate(self)
         if len(self.dense) > 8:
-            raise ValueError("HeadConfig.dense allows at most 8 hidden layers")
+            raise ConfigError("HeadConfig.dense allows at most 8 hidden layers")
         for i, units in enumerate(self.dense):
             if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 8192:
-                raise ValueError(f"HeadConfig.dense[{i}] must be between 1 and 8192, got {units!r}")
+                raise ConfigError(
+                    f"HeadConfig.dense[{i}] must be between 1 and 8192, got {units!r}"
+                )
 
 
 DEFAULT_BLOCKS = (ConvBlock(filters=32), ConvBlock(filters=64))
@@ -562,7 +574,7 @@ class ModelConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _validate(self)
         if not 1 <= len(self.blocks) <= MAX_BLOCKS:
-            raise ValueError(f"ModelConfig.blocks must hold between 1 and {MAX_BLOCKS} blocks")
+            raise ConfigError(f"ModelConfig.blocks must hold between 1 and {MAX_BLOCKS} blocks")
 
 
 @dataclass(frozen=True)
@@ -703,7 +715,7 @@ class TrainConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _validate(self)
         if self.schedule == "warmup_cosine" and self.warmup_epochs >= self.epochs > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"TrainConfig.warmup_epochs ({self.warmup_epochs}) must be shorter than "
                 f"epochs ({self.epochs})"
             )
@@ -719,10 +731,13 @@ class RunConfig(_JsonMixin):
             "a label for the runs table; empty gets a generated one", label="Run name (optional)"
         ),
     )
-    data: DataConfig = DataConfig()
-    augment: AugmentConfig = AugmentConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    # The four parts: each has its own page, whose widgets bind the part's fields.
+    data: DataConfig = field(default=DataConfig(), metadata=_plain("the dataset", part="Dataset"))
+    augment: AugmentConfig = field(
+        default=AugmentConfig(), metadata=_plain("training-time transforms", part="Augmentation")
+    )
+    model: ModelConfig = field(default=ModelConfig(), metadata=_plain("the network", part="Model"))
+    train: TrainConfig = field(default=TrainConfig(), metadata=_plain("how to fit", part="Train"))
     version: int = field(
         default=CONFIG_VERSION, metadata=_range(1, CONFIG_VERSION, "format version", cli_only=True)
     )
@@ -730,7 +745,7 @@ class RunConfig(_JsonMixin):
     def __post_init__(self) -> None:
         _validate(self)
         if len(self.name) > 120:
-            raise ValueError("RunConfig.name must be at most 120 characters")
+            raise ConfigError("RunConfig.name must be at most 120 characters")
 
     @classmethod
     def load(cls, path: str) -> RunConfig:
@@ -739,11 +754,11 @@ class RunConfig(_JsonMixin):
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()
         except OSError as exc:
-            raise ValueError(f"cannot read run config {path}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read run config {path}: {exc.strerror}") from None
         try:
             return cls.from_json(text)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path}: {exc}") from None
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as fh:

@@ -1,9 +1,13 @@
 """Compare runs: overlaid validation curves and the runs' key numbers side by side."""
 
+from collections import Counter
+
 import streamlit as st
 
 from lib import evaluation as ev
+from lib import runs as runs_lib
 from lib.plots import evaluation as plots
+from lib.text import error_text
 from pages import ui
 
 METRICS = {
@@ -26,6 +30,13 @@ ROWS = {  # run_summary key -> row label, in display order
 }
 
 
+def column_labels(paths: dict) -> dict[str, str]:
+    """``name · dataset · accuracy · date`` per run id; the id is added where two would read alike."""
+    labels = {r: runs_lib.run_label(runs_lib.view_of(path)) for r, path in paths.items()}
+    counts = Counter(labels.values())
+    return {r: f"{lab} ({r})" if counts[lab] > 1 else lab for r, lab in labels.items()}
+
+
 def _cell(key: str, value) -> str:
     if value is None:
         return "—"
@@ -43,8 +54,9 @@ if len(runs) < 2:
     st.info("Comparing needs at least two completed runs.", icon=":material/info:")
     st.stop()
 
+# Options are run ids; labels are made per id, so a pick survives a renamed run.
 by_id = {p.name: p for p in runs}
-labels = {p.name: ev.run_label(p) for p in runs}
+labels = column_labels(by_id)
 chosen = st.multiselect(
     "Runs", list(by_id), default=list(by_id)[:2], format_func=labels.get, key=ui.COMPARE_RUNS
 )
@@ -61,13 +73,14 @@ st.plotly_chart(
 )
 
 with st.spinner("Reading the runs…"):
-    summaries = []
+    table = {}
     for r in chosen:
         try:
-            summaries.append(ev.run_summary(by_id[r]))
-        except ValueError as exc:
-            ui.show_error(exc, f"Run {r}")
-table = {s["run"]: [_cell(k, s[k]) for k in ROWS] for s in summaries}
+            summary = ev.run_summary(by_id[r])
+        except Exception as exc:
+            st.error(error_text(exc, f"Run {r}"), icon=":material/error:")
+            continue
+        table[labels[r]] = [_cell(k, summary[k]) for k in ROWS]
 st.dataframe(
     {"": list(ROWS.values()), **table}, hide_index=True, key="compare_table", width="stretch"
 )

@@ -46,7 +46,7 @@ def _build(draft):
     s = st.session_state
     source = s[ui.DATA_FIELD + "source"]
     base = draft.data.replace(source="shapes")  # a neutral base: the path check comes below
-    names = ["source", *COMMON, "shapes_count", "shapes_size"]
+    names = [*COMMON, "shapes_count", "shapes_size"]
     cfg = forms.read_widgets(DataConfig, base, ui.DATA_FIELD, names)
     path = ""
     if source == "folder":
@@ -55,6 +55,10 @@ def _build(draft):
             raise LookupError("type the folder's path on the server")
     elif source == "upload":
         path = s.get(ui.DATA_UPLOAD_PICK) or ""
+        if not path:  # the picker shows the newest upload first: use what it will show
+            stored = upload_store.list_uploads()
+            path = stored[0]["id"] if stored else ""
+            s[ui.DATA_UPLOAD_PICK] = path or None
         if not path:
             raise LookupError("upload a .zip or a folder below first")
     return draft.with_parts(data=cfg.replace(source=source, path=path))

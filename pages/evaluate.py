@@ -12,8 +12,10 @@ import numpy as np
 import streamlit as st
 
 from lib import evaluation as ev
+from lib import runs as runs_lib
 from lib import runstore
 from lib.plots import evaluation as plots
+from lib.text import error_text, escape_markdown
 from pages import ui
 
 GALLERY_MAX = 48  # images shown per gallery; the count says how many there are
@@ -34,6 +36,11 @@ def _images(path: str, mtime: float, positions: tuple[int, ...]) -> list[np.ndar
     return [ev.display_image(img) for img in images]
 
 
+def _show(exc: BaseException, where: str) -> None:
+    """A user-fixable error as its message; anything else logged as an internal error."""
+    st.error(error_text(exc, where), icon=":material/error:")
+
+
 def _gallery(run_dir: Path, preds: ev.Predictions, positions: np.ndarray, captions: list[str]):
     if len(positions) == 0:
         st.caption("No images.")
@@ -43,13 +50,13 @@ def _gallery(run_dir: Path, preds: ev.Predictions, positions: np.ndarray, captio
     try:
         with st.spinner("Loading images…"):
             images = _images(str(run_dir), mtime, tuple(int(p) for p in shown))
-    except ValueError as exc:
-        ui.show_error(exc, "Cannot load the images")
+    except Exception as exc:
+        _show(exc, "Cannot load the images")
         return
     for start in range(0, len(images), GALLERY_COLUMNS):
         cols = st.columns(GALLERY_COLUMNS)
         for col, img, cap in zip(cols, images[start:], captions[start:], strict=False):
-            col.image(img, caption=cap, width="stretch", clamp=True)
+            col.image(img, caption=escape_markdown(cap), width="stretch", clamp=True)
 
 
 def _on_cell_click(run_id: str) -> None:
@@ -65,7 +72,7 @@ def _on_cell_click(run_id: str) -> None:
 
 ui.ensure_router()
 st.title("Evaluate")
-runs = ev.completed_runs()
+runs = ev.completed_runs()  # paths, newest first
 if not runs:
     st.info(
         "No completed run yet. Train a model first; its results will appear here.",
@@ -73,16 +80,22 @@ if not runs:
     )
     st.stop()
 
+# Options are run ids and the label is made per id, so the pick survives a
+# change of the run's name, state or accuracy.
 ids = [p.name for p in runs]
-labels = {p.name: ev.run_label(p) for p in runs}
+labels = {p.name: runs_lib.run_label(runs_lib.view_of(p)) for p in runs}
 if st.session_state.get(ui.EVAL_RUN) not in ids:
     selected = st.session_state.get(ui.SELECTED_RUN)
     st.session_state[ui.EVAL_RUN] = selected if selected in ids else ids[0]
 run_id = st.selectbox("Run", ids, format_func=labels.get, key=ui.EVAL_RUN)
 st.session_state[ui.SELECTED_RUN] = run_id
 run_dir = runstore.run_dir(run_id)
-cfg = runstore.read_config(run_dir)
-st.caption(f"{ui.describe_data(cfg.data)} · {ui.describe_model(cfg.model)}")
+try:
+    cfg = runstore.read_config(run_dir)
+except Exception as exc:
+    _show(exc, f"Run {run_id}")
+    st.stop()
+st.caption(escape_markdown(f"{ui.describe_data(cfg.data)} · {ui.describe_model(cfg.model)}"))
 
 if not ev.has_predictions(run_dir):
     st.info(
@@ -95,17 +108,18 @@ if not ev.has_predictions(run_dir):
     try:
         with st.spinner("Predicting the test images…"):
             ev.compute_predictions(run_dir)
-    except ValueError as exc:
-        ui.show_error(exc, "Cannot compute predictions")
+    except Exception as exc:
+        _show(exc, "Cannot compute predictions")
         st.stop()
 
 pred_path = run_dir / runstore.PREDICTIONS_FILE
 try:
     preds = _predictions(str(run_dir), pred_path.stat().st_mtime)
-except ValueError as exc:
-    ui.show_error(exc)
+except Exception as exc:
+    _show(exc, f"Run {run_id}")
     st.stop()
 names = list(preds.class_names)
+shown_names = [escape_markdown(n) for n in names]  # class names are folder names: user text
 head = ev.summary(preds)
 cm = ev.confusion_counts(preds.y_true, preds.y_pred, preds.num_classes)
 
@@ -157,14 +171,14 @@ with tab_cm:
         i, j = cell
         positions = ev.cell_positions(preds, i, j)
         verdict = "correct" if i == j else "mistaken"
-        st.subheader(f"{names[i]} → {names[j]}")
+        st.subheader(f"{shown_names[i]} → {shown_names[j]}")
         more = f", showing the first {GALLERY_MAX}" if len(positions) > GALLERY_MAX else ""
         if len(positions) == 0:
-            st.caption(f"No {names[i]} image was predicted as {names[j]}.")
+            st.caption(f"No {shown_names[i]} image was predicted as {shown_names[j]}.")
         else:
             st.caption(
                 f"{len(positions)} {verdict} images, most confident first{more}. "
-                f"Each caption is the probability of {names[j]}."
+                f"Each caption is the probability of {shown_names[j]}."
             )
             conf = preds.confidence
             _gallery(run_dir, preds, positions, [f"{conf[p]:.1%}" for p in positions])
@@ -227,7 +241,7 @@ with tab_curves:
     roc = ev.roc_curve_ovr(preds.y_true, preds.probs, cls)
     pr = ev.pr_curve_ovr(preds.y_true, preds.probs, cls)
     if roc is None or pr is None:
-        st.info(f"The {preds.split} images hold no (or only) {names[cls]}: no curve to draw.")
+        st.info(f"The {preds.split} images hold no (or only) {shown_names[cls]}: no curve to draw.")
     else:
         left, right = st.columns(2)
         left.plotly_chart(plots.roc_figure(roc.x, roc.y, roc.area, names[cls]), key="evaluate_roc")

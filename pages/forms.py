@@ -22,6 +22,7 @@ field only commits that field.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,15 @@ from typing import Any
 import streamlit as st
 
 from lib import drafts
-from lib.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from lib.config import (
+    AugmentConfig,
+    ConvBlock,
+    DataConfig,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from pages import ui
 
 # part of the draft -> (config class, widget key prefix)
@@ -67,6 +76,26 @@ def choice_words(cls: type, name: str) -> Callable[[Any], str]:
     """format_func of a choice field: its metadata's words, else the value itself."""
     words = meta(cls, name).get("labels") or {}
     return lambda value: words.get(value, str(value))
+
+
+_CONFIG_CLASSES = {
+    c.__name__: c
+    for c in (AugmentConfig, DataConfig, ModelConfig, TrainConfig, ConvBlock, HeadConfig, RunConfig)
+}
+_FIELD_REF = re.compile(r"\b(" + "|".join(_CONFIG_CLASSES) + r")\.(\w+)")
+
+
+def in_ui_words(text: str) -> str:
+    """A lib message with ``TrainConfig.batch_size`` put as the form says it: 'Batch size'."""
+
+    def words(match: re.Match) -> str:
+        cls = _CONFIG_CLASSES[match.group(1)]
+        try:
+            return f"'{label(cls, match.group(2))}'"
+        except KeyError:
+            return match.group(0)
+
+    return _FIELD_REF.sub(words, text)
 
 
 def mark_bound(cls: type, name: str) -> None:
@@ -217,7 +246,10 @@ def show_refusal(part: str) -> None:
     """The last refused change of ``part``: what was wrong, and that the old value stays."""
     text = st.session_state.get(ui.FORM_REFUSED, {}).get(part)
     if text:
-        st.error(f"Not changed: {text}. The form shows the values in use.", icon=":material/error:")
+        st.error(
+            f"Not changed: {in_ui_words(text)}. The form shows the values in use.",
+            icon=":material/error:",
+        )
 
 
 def show_notice() -> None:

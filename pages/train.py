@@ -223,7 +223,8 @@ def _hyperparameter_form() -> None:
             on_click=_start_run,
         )
     if st.session_state.get(ui.TRAIN_START_ERROR):
-        st.error(f"Not started: {st.session_state[ui.TRAIN_START_ERROR]}", icon=":material/error:")
+        text = forms.in_ui_words(st.session_state[ui.TRAIN_START_ERROR])
+        st.error(f"Not started: {text}", icon=":material/error:")
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -242,7 +243,7 @@ def _act(action, run_id: str, done: str) -> None:
     except KestrelError as exc:
         st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
         return
-    st.session_state[ui.TRAIN_ACTION_MSG] = ("info", done)
+    st.session_state[ui.TRAIN_ACTION_MSG] = ("success", done)
 
 
 def _read_recipe(run_id: str) -> RunConfig | None:
@@ -282,10 +283,13 @@ def _clone(run_id: str) -> None:
         st.session_state[ui.TRAIN_ACTION_MSG] = ("error", f"Not cloned: {exc}")
         return
     if fresh:
-        message = f"Cloned {config.name or run_id} as run {new_id}; the form shows its recipe."
+        message = (
+            "success",
+            f"Cloned {config.name or run_id} as run {new_id}; the form shows its recipe.",
+        )
     else:
-        message = f"Already cloned as run {new_id}: nothing new was queued."
-    st.session_state[ui.TRAIN_ACTION_MSG] = ("info", message)
+        message = ("info", f"Already cloned as run {new_id}: nothing new was queued.")
+    st.session_state[ui.TRAIN_ACTION_MSG] = message
     _watch(new_id)
 
 
@@ -301,7 +305,7 @@ def _delete(run_id: str) -> None:
         st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
         return
     _watch(None)
-    st.session_state[ui.TRAIN_ACTION_MSG] = ("info", f"Deleted run {run_id}.")
+    st.session_state[ui.TRAIN_ACTION_MSG] = ("success", f"Deleted run {run_id}.")
 
 
 def _cancel_delete() -> None:
@@ -484,7 +488,7 @@ def live_panel() -> None:
 
     msg = st.session_state.pop(ui.TRAIN_ACTION_MSG, None)
     if msg:
-        (st.error if msg[0] == "error" else st.success)(msg[1])
+        {"error": st.error, "info": st.info}.get(msg[0], st.success)(msg[1])
     if summary.state == "failed" and summary.error:
         st.error(f"Failed: {summary.error}", icon=":material/error:")
     elif summary.state == "stopped":

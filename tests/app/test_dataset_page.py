@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from drafts_helper import draft_of
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -39,16 +40,15 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 def test_shapes_shows_counts_chart_and_samples_per_class():
     at = open_page()
-    at.selectbox(key=ui.DATA_SOURCE).set_value("shapes")
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("shapes")
     at.number_input(key=ui.DATA_FIELD + "shapes_count").set_value(120)
     at.number_input(key=ui.DATA_FIELD + "shapes_size").set_value(32)
     at.slider(key=ui.DATA_FIELD + "val_fraction").set_value(0.25)
-    at.button(key=ui.DATA_APPLY).click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
 
-    cfg = at.session_state[ui.DATA]
+    cfg = draft_of(at).data
     assert cfg == DataConfig(source="shapes", shapes_count=120, shapes_size=32, val_fraction=0.25)
     # 120 images, 20 per class: 5 validation, 2 test, 13 train each.
     m = metrics(at)
@@ -62,16 +62,15 @@ def test_shapes_shows_counts_chart_and_samples_per_class():
     captions = [c for img in images for c in img.captions]
     assert sorted(captions) == sorted(f"{name} · 13 images" for name in SHAPES)
     assert all(url for img in images for url in img.value)
-    assert "**Active:** shapes (120 × 32px)" in [md.value for md in at.markdown]
+    assert "**In use:** shapes (120 × 32px)" in [md.value for md in at.markdown]
 
 
 def test_digits_then_a_config_persists_across_pages_and_warnings_show():
     at = open_page()
-    at.selectbox(key=ui.DATA_SOURCE).set_value("digits")
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("digits")
     at.number_input(key=ui.DATA_FIELD + "max_per_class").set_value(12)
-    at.button(key=ui.DATA_APPLY).click()
     at.run()
-    assert at.session_state[ui.DATA].source == "digits"
+    assert draft_of(at).data.source == "digits"
     m = metrics(at)
     assert m["Classes"] == "10" and m["Image size"] == "8×8" and m["Channels"] == "1 (gray)"
     # 12 per class is below 10 in no class overall, but the test split is tiny: no warning.
@@ -80,12 +79,11 @@ def test_digits_then_a_config_persists_across_pages_and_warnings_show():
     at.run()
     at.switch_page("pages/dataset.py")
     at.run()
-    assert at.selectbox(key=ui.DATA_SOURCE).value == "digits"
+    assert at.selectbox(key=ui.DATA_FIELD + "source").value == "digits"
     assert at.number_input(key=ui.DATA_FIELD + "max_per_class").value == 12
     assert metrics(at)["Classes"] == "10"
 
     at.number_input(key=ui.DATA_FIELD + "max_per_class").set_value(6)
-    at.button(key=ui.DATA_APPLY).click()
     at.run()
     assert any("fewer than 10 images" in w.value for w in at.warning)
 
@@ -108,13 +106,12 @@ def test_uploaded_set_with_imbalance_and_skipped_files():
 
     upload_id = save_upload_archive(_zip({"a": 40, "b": 8}), "set.zip")
     at = open_page()
-    at.selectbox(key=ui.DATA_SOURCE).set_value("upload")
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("upload")
     at.run()
     assert at.selectbox(key=ui.DATA_UPLOAD_PICK).value == upload_id
-    at.button(key=ui.DATA_APPLY).click()
     at.run()
     assert not at.exception
-    assert at.session_state[ui.DATA].path == upload_id
+    assert draft_of(at).data.path == upload_id
     warnings = " ".join(w.value for w in at.warning)
     assert "imbalanced" in warnings and "fewer than 10 images" in warnings
     assert "1 file(s) were skipped" in warnings
@@ -130,10 +127,9 @@ def test_uploaded_set_with_imbalance_and_skipped_files():
 )
 def test_bad_folder_is_an_error_message_not_a_traceback(tmp_path, path, message):
     at = open_page()
-    at.selectbox(key=ui.DATA_SOURCE).set_value("folder")
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("folder")
     at.run()
     at.text_input(key=ui.DATA_FIELD + "path").set_value(path.format(shared=tmp_path))
-    at.button(key=ui.DATA_APPLY).click()
     at.run()
     assert not at.exception
     assert any(message in e.value for e in at.error)

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from tiny_runs import make_finished_run
 
 from lib import evaluation as ev
-from lib import runstore
+from lib import runs, runstore
 from pages import ui
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,9 +86,42 @@ def test_compare_shows_two_runs_side_by_side(run_dir):
     runstore.update_status(twin, created=runstore.read_status(run_dir).created + 1)
     at = open_page("pages/compare.py")
     table = at.dataframe[0].value
-    assert list(table.columns) == ["", ev.run_label(twin), ev.run_label(run_dir)]
-    rows = dict(zip(table[""], table[ev.run_label(run_dir)], strict=True))
+    # name · dataset · accuracy · date; the two copies read alike, so their ids tell them apart.
+    label = runs.run_label(runs.view_of(run_dir))
+    twin_label = runs.run_label(runs.view_of(twin))
+    if label == twin_label:
+        label, twin_label = f"{label} ({run_dir.name})", f"{twin_label} ({twin.name})"
+    assert list(table.columns) == ["", twin_label, label]
+    assert label.startswith("tiny digits · digits · ")
+    rows = dict(zip(table[""], table[label], strict=True))
     assert rows["dataset"] == "digits" and rows["epochs"] == "2"
     assert rows["parameters"] == f"{8 * 8 * 16 + 16 + 16 * 10 + 10:,}"
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(spec["data"]) == 2  # one validation curve per run
+
+
+def test_evaluate_labels_runs_and_keeps_the_pick_by_id(run_dir):
+    ev.compute_predictions(run_dir)
+    other = make_finished_run(name="![x](http://example.com/t.png) [link](http://example.com)")
+    ev.compute_predictions(other)
+    at = open_page("pages/evaluate.py")
+    picker = at.selectbox(key=ui.EVAL_RUN)
+    assert picker.value in {run_dir.name, other.name}
+    labels = dict(zip([run_dir.name, other.name], [None, None], strict=True))
+    for option in picker.options:
+        name, dataset, accuracy, _date = option.split(" · ")
+        assert dataset == "digits" and accuracy.endswith("%")
+        labels[other.name if name.startswith("![x]") else run_dir.name] = option
+    assert all(labels.values())
+    picker.set_value(other.name)
+    at.run()
+    # The run's accuracy changes, and with it its label: the pick stays on the run.
+    metrics = runstore.read_metrics(other)
+    runstore.atomic_write_json(other / runstore.METRICS_FILE, {**metrics, "test_accuracy": 0.5})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.selectbox(key=ui.EVAL_RUN)
+    assert picker.value == other.name and "50.0%" in picker.options[picker.index]
+    # The name is shown as text wherever markdown renders (no image, no link).
+    markup = [m.value for m in (*at.markdown, *at.caption, *at.subheader, *at.info)]
+    assert not any("![x](" in v or "[link](" in v for v in markup), markup

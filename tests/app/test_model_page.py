@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from drafts_helper import draft_of, open_page
 from streamlit.testing.v1 import AppTest
 
 from lib.config import ConvBlock, ModelConfig
@@ -36,12 +37,12 @@ def test_choosing_a_preset_shows_its_parameter_count():
     chosen = _params(at)
     assert chosen != default
     assert "ResNet-20" in " ".join(m.value for m in at.markdown)
-    assert at.session_state[ui.MODEL].preset == "resnet20"
+    assert draft_of(at).model.preset == "resnet20"
     # the count is the real model's, for the active dataset's shape and classes
     from lib.architectures import build_model
     from lib.data import load_dataset
 
-    ds = load_dataset(at.session_state[ui.DATA])
+    ds = load_dataset(draft_of(at).data)
     model = build_model(ModelConfig(preset="resnet20"), ds.image_shape, len(ds.class_names))
     assert chosen == model.count_params()
 
@@ -64,15 +65,15 @@ def test_editing_a_block_updates_the_summary_and_the_config():
     at.number_input(key=ui.MODEL_BLOCK + "1_filters").set_value(128).run()
     assert not at.exception
     assert _params(at) > before
-    assert at.session_state[ui.MODEL].blocks[1].filters == 128
+    assert draft_of(at).model.blocks[1].filters == 128
     # add, move and remove blocks
     at.button(key=ui.MODEL_BLOCK + "add").click().run()
-    assert len(at.session_state[ui.MODEL].blocks) == 3
+    assert len(draft_of(at).model.blocks) == 3
     at.number_input(key=ui.MODEL_BLOCK + "2_filters").set_value(8).run()
     at.button(key=ui.MODEL_BLOCK + "2_up").click().run()
-    assert [b.filters for b in at.session_state[ui.MODEL].blocks] == [32, 8, 128]
+    assert [b.filters for b in draft_of(at).model.blocks] == [32, 8, 128]
     at.button(key=ui.MODEL_BLOCK + "0_remove").click().run()
-    assert [b.filters for b in at.session_state[ui.MODEL].blocks] == [8, 128]
+    assert [b.filters for b in draft_of(at).model.blocks] == [8, 128]
     assert not at.exception and not at.error
 
 
@@ -91,11 +92,11 @@ def test_an_impossible_block_shows_an_error_not_a_traceback():
 
 
 def test_the_config_persists_across_pages():
-    at = _open_model_page()
-    at.session_state[ui.MODEL] = ModelConfig(
+    model = ModelConfig(
         preset="custom",
         blocks=(ConvBlock(filters=24), ConvBlock(filters=48), ConvBlock(filters=96)),
     )
+    at = open_page("model", model=model)
     at.switch_page("pages/home.py")
     at.run()
     at.switch_page("pages/model.py")
@@ -103,4 +104,4 @@ def test_the_config_persists_across_pages():
     assert not at.exception
     assert at.selectbox(key=ui.MODEL_FIELD + "preset").value == "custom"
     assert at.number_input(key=ui.MODEL_BLOCK + "2_filters").value == 96
-    assert at.session_state[ui.MODEL].blocks[2].filters == 96
+    assert draft_of(at).model.blocks[2].filters == 96

@@ -31,10 +31,11 @@ def test_home_shows_the_active_state():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
     main = " ".join(md.value for md in at.main.markdown)
-    assert "**shapes (3000 × 64px)**" in main
-    assert "**fast_cnn**" in main
+    texts = [t.value for t in at.main.text]
+    assert "shapes (3000 × 64px)" in texts
+    assert "fast_cnn" in texts
     assert "**none yet**" in main
-    sidebar = " ".join(md.value for md in at.sidebar.markdown)
+    sidebar = " ".join(t.value for t in at.sidebar.text)
     assert "shapes" in sidebar and "fast_cnn" in sidebar
 
 
@@ -47,4 +48,4 @@ def test_home_shows_the_latest_run_from_the_shared_run_store():
     runstore.update_status(path, state="running")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    assert "**newest run** · running" in " ".join(md.value for md in at.main.markdown)
+    assert "newest run · running" in [t.value for t in at.main.text]

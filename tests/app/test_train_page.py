@@ -5,33 +5,42 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from drafts_helper import draft_of, open_page
 from streamlit.testing.v1 import AppTest
 
 from lib import runstore
 from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig
+from lib.recipes import RECIPES
 from pages import ui
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER_TIMEOUT_S = 240
 
 
-def open_train_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    at.session_state[ui.DATA] = DataConfig(source="digits")
-    at.session_state[ui.MODEL] = ModelConfig(
-        preset="custom",
-        blocks=(ConvBlock(filters=8, batch_norm=False),),
-        head=HeadConfig(dense=(16,)),
-    )
-    at.switch_page("pages/train.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+TINY_MODEL = ModelConfig(
+    preset="custom",
+    blocks=(ConvBlock(filters=8, batch_norm=False),),
+    head=HeadConfig(dense=(16,)),
+)
+
+
+def open_train_page(data: DataConfig = DataConfig(source="digits"), **parts) -> AppTest:  # noqa: B008
+    parts.setdefault("model", TINY_MODEL)
+    return open_page("train", data=data, **parts)
 
 
 def field(at: AppTest, name: str):
     return at.number_input(key=f"{ui.TRAIN_FIELD_PREFIX}{name}")
+
+
+def widget_value(at: AppTest, name: str):
+    """The value the Train form shows for TrainConfig field ``name``, whatever its widget."""
+    key = f"{ui.TRAIN_FIELD_PREFIX}{name}"
+    for kind in ("number_input", "selectbox", "checkbox", "toggle", "slider", "radio"):
+        found = [w for w in at.get(kind) if w.key == key]
+        if found:
+            return found[0].value
+    raise AssertionError(f"no widget for {name}")
 
 
 def texts(at: AppTest) -> str:
@@ -79,22 +88,81 @@ def test_a_refused_recipe_shows_a_message_and_starts_nothing():
     field(at, "batch_size").set_value(5000)
     at.button(key=ui.TRAIN_START).click()
     at.run()
-    assert any("larger than the training split" in e.value for e in at.error)
+    assert any(
+        "'Batch size' (5000) is larger than the training split" in e.value for e in at.error
+    ), [e.value for e in at.error]
     assert runstore.list_run_dirs() == []
 
 
 def test_picking_the_accurate_recipe_sets_model_augmentation_and_training():
     at = open_train_page()
-    data_before = at.session_state[ui.DATA]
+    data_before = draft_of(at).data
     at.selectbox(key=ui.TRAIN_RECIPE).set_value("accurate")
     at.run()
-    assert "93.5 %" in " ".join(c.value for c in at.caption)  # the recipe's description
     at.button(key=ui.TRAIN_RECIPE_USE).click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.session_state[ui.MODEL].preset == "accurate_cnn"
-    assert at.session_state[ui.AUGMENT].horizontal_flip
-    assert at.session_state[ui.TRAIN].epochs == 20 and at.session_state[ui.TRAIN].tta_flip
-    assert at.session_state[ui.DATA] == data_before
-    assert field(at, "epochs").value == 20  # the form shows the recipe
+    draft = draft_of(at)
+    assert draft.model.preset == "accurate_cnn"
+    assert draft.augment.horizontal_flip
+    assert draft.train == RECIPES["accurate"].train
+    assert draft.data == data_before
+    # the form shows the recipe, every field of it
+    for name, value in RECIPES["accurate"].train.to_dict().items():
+        assert widget_value(at, name) == value, name
     assert "accurate_cnn" in " ".join(md.value for md in at.markdown)
+
+
+def test_editing_a_field_starts_nothing_and_is_saved_at_once():
+    at = open_train_page()
+    field(at, "epochs").set_value(3).run()  # what Enter in the field does: commit the value
+    at.text_input(key=ui.TRAIN_RUN_NAME).input("my run").run()
+    assert not at.exception
+    assert runstore.list_run_dirs() == []
+    draft = draft_of(at)
+    assert draft.train.epochs == 3 and draft.run_name == "my run"
+
+
+def test_two_clicks_on_start_make_one_run_and_the_run_is_the_form():
+    at = open_train_page()
+    field(at, "epochs").set_value(2)
+    field(at, "learning_rate").set_value(2e-3)
+    at.selectbox(key=f"{ui.TRAIN_FIELD_PREFIX}schedule").set_value("constant")
+    at.text_input(key=ui.TRAIN_RUN_NAME).input("exact")
+    at.button(key=ui.TRAIN_START).click().run()
+    at.button(key=ui.TRAIN_START).click().run()
+    assert not at.exception
+    runs = runstore.list_run_dirs()
+    assert len(runs) == 1
+    assert any("already started" in s.value for s in at.info), [s.value for s in at.info]
+    config = runstore.read_config(runs[0])
+    assert config == draft_of(at).run_config()
+    assert config.name == "exact" and config.train.epochs == 2
+    assert config.train.learning_rate == 2e-3 and config.train.schedule == "constant"
+    for name, value in config.train.to_dict().items():
+        assert widget_value(at, name) == value, name
+    at.button(key=ui.TRAIN_STOP).click().run()
+
+
+def test_weights_that_cannot_be_had_are_refused_before_any_run_exists():
+    model = ModelConfig(preset="mobilenetv2", weights="imagenet")
+    at = open_train_page(
+        data=DataConfig(source="shapes", shapes_count=600, shapes_size=32), model=model
+    )
+    at.button(key=ui.TRAIN_START).click().run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "Not started" in errors and "Initial weights to 'random'" in errors, errors
+    assert runstore.list_run_dirs() == []
+
+
+def test_small_dataset_advice_applies_in_one_click():
+    data = DataConfig(source="digits", max_per_class=30)
+    at = open_train_page(data=data)
+    text = " ".join(m.value for m in at.markdown)
+    assert "Small dataset" in text and "few training images per class" in text
+    at.button(key=ui.TRAIN_ADVICE_APPLY).click().run()
+    assert not at.exception
+    draft = draft_of(at)
+    assert draft.augment.preset == "light"
+    assert draft.data == data
