@@ -16,6 +16,7 @@ Widget *options* (selectbox, multiselect) and st.text are plain text already.
 
 from __future__ import annotations
 
+import html
 import re
 
 from lib.errors import KestrelError, log_internal_error
@@ -26,7 +27,7 @@ from lib.errors import KestrelError, log_internal_error
 # "$" (LaTeX) and "~" (strikethrough).
 _SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|:$~!&])")
 # Markup that only counts at the start of a line: lists, quotes, rules, headings.
-_LEADING = re.compile(r"^(\s*)([-+=>]|\d+(?=[.)]))")
+_LEADING = re.compile(r"^(\s*)([-+](?=\s|$|-)|>|\d+(?=[.)](?:\s|$)))")
 _LINE_BREAKS = re.compile(r"[\r\n\t\f\v\u2028\u2029]+")
 
 
@@ -44,6 +45,14 @@ def escape_markdown(text: object) -> str:
     if match:
         return flat[: match.start(2)] + "\\" + flat[match.start(2) :]
     return flat
+
+
+def plotly_text(text: object) -> str:
+    """``text`` for a Plotly label, legend or hover text, which render a subset of HTML.
+
+    ``<a href=…>`` in a run or class name would otherwise become a link in the chart.
+    """
+    return html.escape(str(text), quote=False)
 
 
 def error_text(exc: BaseException, where: str = "") -> str:

@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lib.text import plotly_text
+
 ACCENT = "#c2410c"  # the app's primary colour (.streamlit/config.toml)
 COLORSCALE = "Blues"
 TEXT_MAX_CLASSES = 20  # above this, numbers in the cells get unreadable: hover instead
@@ -94,7 +96,7 @@ def confusion_matrix_figure(
         heat.textfont = {"size": max(9, min(14, row // 3))}
     ii, jj = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
     ii, jj = ii.ravel(), jj.ravel()
-    names = np.asarray(class_names, dtype=object)
+    names = np.asarray([plotly_text(c) for c in class_names], dtype=object)  # user text
     customdata = np.stack(
         [ii, jj, counts[ii, jj], np.round(share[ii, jj], 4), names[ii], names[jj]], axis=1
     )
@@ -137,7 +139,7 @@ def confusion_matrix_figure(
     axis = {
         "tickmode": "array",
         "tickvals": list(range(k)),
-        "ticktext": list(class_names),
+        "ticktext": [plotly_text(c) for c in class_names],
         "tickfont": {"size": font},
         "showgrid": False,
         "zeroline": False,
@@ -343,7 +345,12 @@ def compare_curves_figure(
     for label, history in histories.items():
         if metric in history:
             fig.add_trace(
-                go.Scatter(x=_epochs(history), y=history[metric], mode="lines+markers", name=label)
+                go.Scatter(
+                    x=_epochs(history),
+                    y=history[metric],
+                    mode="lines+markers",
+                    name=plotly_text(label),  # run names are user text
+                )
             )
     _epoch_axis(fig, max((len(h) for h in histories.values()), default=0))
     fig.update_layout(

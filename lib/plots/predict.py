@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from lib.text import plotly_text
+
 ACCENT = "#c2410c"  # the app's primary colour (.streamlit/config.toml)
 MUTED = "#94a3b8"
 
@@ -20,7 +22,7 @@ def top_k_figure(top_k: Sequence[tuple[str, float]], *, title: str = "") -> go.F
         top_k: (class name, probability in [0, 1]) pairs, best first.
         title: optional figure title.
     """
-    names = [name for name, _ in top_k][::-1]
+    names = [plotly_text(name) for name, _ in top_k][::-1]  # class names are user text
     probs = [float(p) for _, p in top_k][::-1]
     colours = [MUTED] * len(probs)
     if colours:
