@@ -1,0 +1,58 @@
+"""Small-data advice: when it appears and what applying it changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.advice import FEW_PER_CLASS, small_data_advice
+from lib.config import AugmentConfig, ModelConfig, RunConfig, TrainConfig
+
+NAMES = ["cat", "dog", "bird"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "expect"),
+    [
+        ([1000, 1000, 1000], None),  # plenty and balanced
+        ([40, 45, 50], "few"),
+        ([1000, 1000, 300], "lopsided"),
+        ([30, 30, 5], "both"),
+    ],
+)
+def test_when_advice_appears(counts, expect):
+    advice = small_data_advice(np.array(counts), NAMES, RunConfig())
+    if expect is None:
+        assert advice is None
+        return
+    assert advice is not None
+    text = " ".join(advice.reasons)
+    assert ("few training images" in text) == (expect in ("few", "both"))
+    assert ("'bird' only" in text or "'cat' only" in text) == (expect in ("lopsided", "both"))
+
+
+def test_applying_the_advice_changes_model_weights_and_augmentation():
+    advice = small_data_advice(np.array([30, 30, 5]), NAMES, RunConfig())
+    cfg = advice.config
+    assert cfg.model.preset == "mobilenetv2" and cfg.model.weights == "imagenet"
+    assert cfg.model.freeze_backbone
+    assert cfg.train.class_weights == "balanced"
+    assert cfg.augment.preset == "light"
+    assert cfg.data == RunConfig().data
+
+
+def test_no_transfer_suggestion_when_weights_cannot_be_had():
+    advice = small_data_advice(
+        np.array([FEW_PER_CLASS - 1] * 3), NAMES, RunConfig(), weights_problem=lambda m: "offline"
+    )
+    assert advice.config.model == ModelConfig()
+    assert any("offline" in c for c in advice.caveats)
+
+
+def test_nothing_left_to_suggest_means_no_advice():
+    done = RunConfig(
+        model=ModelConfig(preset="mobilenetv2"),
+        train=TrainConfig(class_weights="balanced"),
+        augment=AugmentConfig(preset="custom", horizontal_flip=True),
+    )
+    assert small_data_advice(np.array([30, 30, 5]), NAMES, done) is None
