@@ -14,7 +14,6 @@ BackupAndRestore. Target: ratio ≤ 1.03.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -39,7 +38,8 @@ def run(size: str = "full") -> dict:
     from lib.architectures import build_model
     from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
     from lib.data import load_dataset, make_pipeline
-    from lib.training import build_callbacks, make_optimizer
+    from lib.progress import read_events
+    from lib.training import build_callbacks, epoch_steps, make_optimizer
 
     spec = SIZES[size]
     cfg = RunConfig(
@@ -53,7 +53,7 @@ def run(size: str = "full") -> dict:
     )
     keras.utils.set_random_seed(0)
     ds = load_dataset(cfg.data)
-    steps = math.ceil(len(ds.splits["train"]) / cfg.train.batch_size)
+    steps = epoch_steps(len(ds.splits["train"]), cfg.train.batch_size)
     train = make_pipeline(ds, "train", batch_size=64, shuffle=True, seed=0).cache()
     val = make_pipeline(ds, "val", batch_size=64, shuffle=False, seed=0).cache()
     model = build_model(cfg.model, tuple(ds.image_shape), len(ds.class_names))
@@ -86,7 +86,7 @@ def run(size: str = "full") -> dict:
                 )
                 times[variant].append(time.perf_counter() - t0)
                 if variant == "kestrel":
-                    events += len((run_dir / "progress.jsonl").read_text().splitlines())
+                    events += len(read_events(run_dir))
     plain, kestrel = min(times["plain"]), min(times["kestrel"])
     return {
         "size": size,

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lib.progress import BatchEvent, EpochEvent, Event, PhaseEvent, StartEvent, read_events
+
 SIZES = {
     "tiny": {"runs": 1, "kills": 3, "epochs": 10},
     "full": {"runs": 4, "kills": 6, "epochs": 15},
@@ -39,18 +41,9 @@ REAP_BOUND_S = 10.0
 WORKER_TIMEOUT_S = 300.0
 
 
-def _events(run: Path) -> list[dict]:
-    out = []
-    try:
-        text = (run / "progress.jsonl").read_text(encoding="utf-8")
-    except OSError:
-        return out
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+def _events(run: Path, since: float = 0.0) -> list[Event]:
+    """The run's progress events written at or after ``since`` (lib.progress)."""
+    return [e for e in read_events(run) if e.time >= since]
 
 
 def _history(run: Path) -> list[int]:
@@ -71,12 +64,12 @@ def _backup_epoch(run: Path) -> int:
 
 def _epochs_seen(run: Path, since: float) -> int:
     """Finished epochs as the UI saw them: the attempt's start epoch + its epoch events."""
-    evs = [e for e in _events(run) if e.get("time", 0) >= since]
-    starts = [i for i, e in enumerate(evs) if e.get("type") == "start"]
+    evs = _events(run, since)
+    starts = [i for i, e in enumerate(evs) if isinstance(e, StartEvent)]
     if not starts:
         return _backup_epoch(run)
     evs = evs[starts[-1] :]
-    return evs[0]["initial_epoch"] + sum(1 for e in evs if e.get("type") == "epoch")
+    return evs[0].initial_epoch + sum(1 for e in evs if isinstance(e, EpochEvent))
 
 
 def _wait(predicate, timeout: float) -> bool:
@@ -97,7 +90,7 @@ def _reach(run: Path, point: str, rng: random.Random, since: float, state) -> st
     if point == "mid_training":
 
         def training():
-            return any(e.get("type") == "batch" and e.get("time", 0) >= since for e in _events(run))
+            return any(isinstance(e, BatchEvent) for e in _events(run, since))
 
         _wait(lambda: training() or state() != "running", WORKER_TIMEOUT_S)
         delay = rng.uniform(0.0, 1.5)
@@ -106,17 +99,15 @@ def _reach(run: Path, point: str, rng: random.Random, since: float, state) -> st
     if point == "epoch_end":
 
         def ended():
-            return any(e.get("type") == "epoch" and e.get("time", 0) >= since for e in _events(run))
+            return any(isinstance(e, EpochEvent) for e in _events(run, since))
 
         _wait(lambda: ended() or state() != "running", WORKER_TIMEOUT_S)
         return "epoch_end"
 
     def after():  # evaluation or predictions of a run whose epochs are all done
         return any(
-            e.get("type") == "phase"
-            and e.get("time", 0) >= since
-            and e.get("phase") in ("evaluating", "computing predictions")
-            for e in _events(run)
+            isinstance(e, PhaseEvent) and e.phase in ("evaluating", "computing predictions")
+            for e in _events(run, since)
         )
 
     _wait(lambda: after() or state() != "running", WORKER_TIMEOUT_S)
