@@ -290,3 +290,88 @@ def test_gpu_request_without_a_gpu_is_refused():
         pytest.skip("this machine has a GPU")
     with pytest.raises(hardware.HardwareError, match="no GPU"):
         hardware.configure("gpu", "auto")
+
+
+def test_a_run_loads_its_dataset_once_and_predicts_each_held_out_split_once(monkeypatch):
+    import lib.data
+    import lib.evaluation
+
+    loads, predicted = [], []
+    real_load, real_predict = lib.data.load_dataset, lib.evaluation.predict_probs
+
+    def counting_load(cfg, *args, **kwargs):
+        loads.append(cfg.source)
+        return real_load(cfg, *args, **kwargs)
+
+    def counting_predict(model, split, **kwargs):
+        predicted.append(len(split))
+        return real_predict(model, split, **kwargs)
+
+    monkeypatch.setattr(lib.data, "load_dataset", counting_load)
+    monkeypatch.setattr(lib.evaluation, "predict_probs", counting_predict)
+    path = runstore.create_run(tiny_config(epochs=1, tta_flip=True))
+    from lib.training import train_run
+
+    outcome = train_run(path)
+    assert outcome.state == "completed", outcome.error
+    assert loads == ["digits"]
+    metrics = outcome.metrics
+    assert predicted == [metrics["val_count"], metrics["test_count"]]  # val, then test
+    # predictions.npz holds the very probabilities metrics.json was computed from.
+    from lib.evaluation import accuracy, cross_entropy, load_predictions
+
+    preds = load_predictions(path)
+    assert preds.split == "test" and len(preds) == metrics["test_count"]
+    assert accuracy(preds.y_true, preds.y_pred) == pytest.approx(metrics["test_accuracy"])
+    assert cross_entropy(preds.y_true, preds.probs) == pytest.approx(metrics["test_loss"], rel=1e-4)
+    kinds = [e["type"] for e in events(path)]
+    assert kinds[-1] == "end" and "metrics" in kinds
+
+
+def failure_cases():
+    import tensorflow as tf
+
+    from lib.data import DatasetError
+    from lib.hardware import HardwareError
+    from lib.training import RunConfigError
+
+    return [
+        (RunConfigError("batch too large"), "batch too large"),
+        (DatasetError("folder is empty"), "folder is empty"),
+        (HardwareError("no GPU"), "no GPU"),
+        (RuntimeError("NaN or Inf loss encountered at batch 3"), "NaN or infinite"),
+        (
+            tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"),
+            "out of memory",
+        ),
+        (MemoryError(), "out of memory"),
+        (RuntimeError("CUDA_ERROR_OUT_OF_MEMORY: out of memory"), "out of memory"),
+        (
+            tf.errors.FailedPreconditionError(
+                None, None, "Input dataset was expected to contain 5 elements but contained only 0"
+            ),
+            "could not be decoded",
+        ),
+        (RuntimeError("something else"), None),
+        (KeyError("bug"), None),
+    ]
+
+
+def test_one_classifier_turns_failures_a_user_can_fix_into_messages(workspace):
+    from lib.errors import KestrelError
+    from lib.training import RunConfigError, failure_message
+
+    assert issubclass(RunConfigError, KestrelError)
+    cfg = tiny_config()
+    run_dir = workspace / "run"
+    run_dir.mkdir()
+    for exc, expected in failure_cases():
+        message = failure_message(exc, run_dir, cfg)
+        if expected is None:
+            assert message is None, exc
+        else:
+            assert expected in message, (exc, message)
+    nan = failure_message(RuntimeError("NaN or Inf loss"), run_dir, cfg)
+    assert "learning rate" in nan and "no checkpoint yet" in nan
+    oom = failure_message(MemoryError(), run_dir, cfg)
+    assert "batch_size (now 64)" in oom
