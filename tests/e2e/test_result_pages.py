@@ -1,0 +1,58 @@
+"""Result pages in a real browser: Predict's run picker and an extreme upload.
+
+Two completed tiny runs live in the server's workspace; the better one is the
+older, so a picker that defaulted to the latest run would show the wrong one.
+Predict must open on the better run, labelled name · dataset · accuracy · date,
+and a valid but extreme image (3000×2 px) must give a prediction, not an error.
+"""
+
+import re
+
+import numpy as np
+import pytest
+from helpers import assert_healthy, errors, open_page, segment, upload, wait_for_text
+from PIL import Image
+from tiny_runs import make_finished_run
+
+from lib import runs
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOT = "/tmp/kestrel-e2e-predict-result.png"
+
+
+@pytest.fixture(scope="module")
+def two_runs(workspace):
+    """(better, worse) completed runs; the better one was made first."""
+    better = make_finished_run(name="best **run**", epochs=6, hidden=32, seed=1)
+    worse = make_finished_run(name="weak run", epochs=1, hidden=4)
+    assert runs.view_of(better).accuracy > runs.view_of(worse).accuracy
+    return better, worse
+
+
+def test_predict_opens_on_the_best_run_and_classifies_a_strip(
+    two_runs, streamlit_server, page, steps, tmp_path
+):
+    better, _ = two_runs
+    open_page(page, streamlit_server, "predict")
+    segment(page, "Training run")
+    steps(page, "training run source")
+    shown = page.get_by_role("combobox", name="Completed run").first.input_value()
+    view = runs.view_of(better)
+    assert runs.run_label(view) in shown, shown
+    # The name is shown as typed (a selectbox option is plain text), with its accuracy.
+    assert "best **run** · digits · " in shown and f"{view.accuracy:.1%}" in shown
+
+    strip = np.random.default_rng(0).integers(0, 256, (2, 3000, 3), dtype=np.uint8)
+    path = tmp_path / "strip.png"
+    Image.fromarray(strip).save(path)
+    upload(page, "Images", str(path))
+    wait_for_text(page, r"Prediction took")
+    steps(page, "strip predicted")
+    assert_healthy(page)
+    assert not errors(page), errors(page)
+    # The verdict: one of the digits' classes with its probability.
+    assert re.search(r"\b\d\s*·\s*\d+\.\d%", page.inner_text('[data-testid="stMain"]'))
+    # The padded strip and the probability chart, in view (the main area scrolls, not the page).
+    page.locator('[data-testid="stImage"]').first.scroll_into_view_if_needed()
+    page.screenshot(path=SCREENSHOT)
