@@ -340,3 +340,26 @@ def test_truncated_file_list_is_refused(tmp_path):
     data[pos : pos + 4] = b"XXXX"
     with pytest.raises(ArchiveError, match="corrupt file list"):
         extract_zip(bytes(data), tmp_path / "out", plan=lambda n: ({}, []))
+
+
+def test_scan_follows_zip64_archives_like_zipfile():
+    from lib.data.archives import scan_central_directory
+
+    data = many_entries_zip(DEFAULT_LIMITS.max_entries)
+    assert scan_central_directory(io.BytesIO(data), "a.zip", DEFAULT_LIMITS) == 50_000
+    with pytest.raises(ArchiveError, match="more than 50,000 entries"):
+        scan_central_directory(io.BytesIO(many_entries_zip(50_001)), "a.zip", DEFAULT_LIMITS)
+
+
+def test_quota_hook_sees_the_planned_bytes_before_anything_is_written(tmp_path):
+    seen = []
+
+    def refuse(planned: int) -> None:
+        seen.append(planned)
+        raise ArchiveError("no room")
+
+    with pytest.raises(ArchiveError, match="no room"):
+        extract_zip(make_zip(GOOD), tmp_path / "out", before_write=refuse,
+                    plan=lambda names: ({n: n for n in names if "cat" in n}, []))  # fmt: skip
+    assert seen == [sum(len(d) for n, d in GOOD if "cat" in n)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kestrel-home"]
