@@ -354,7 +354,7 @@ def _export_panel(entry: registry.ModelEntry) -> None:
             return
         cols = st.columns([2, 1, 1, 1])
         cols[0].download_button(
-            f"Download {result.filename}",
+            f"Download {escape_markdown(result.filename)}",
             result.data,
             file_name=result.filename,
             mime="application/octet-stream",
