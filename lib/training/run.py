@@ -172,7 +172,7 @@ class TrainingData:
 
     dataset: Any  # lib.data.Dataset, loaded once per run
     train: Any  # tf.data.Dataset of exactly ``steps`` batches per epoch
-    val: Any  # the same for the validation split; None without one
+    val: Any  # tf.data.Dataset of the validation split (every image once); None without one
     steps: int  # optimizer steps per epoch
     class_weight: dict[int, float] | None
 
