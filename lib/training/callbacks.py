@@ -218,7 +218,7 @@ class TerminalProgress(keras.callbacks.Callback):
         return "  ".join(parts)
 
     def on_train_batch_end(self, batch, logs=None):
-        now, wall = time.monotonic(), time.time()
+        now = time.monotonic()
         if now - self._last < self.interval:
             return
         self._last = now
