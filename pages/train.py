@@ -13,17 +13,20 @@ import time
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lib import drafts, jobs, preflight, runstore
+from lib import drafts, jobs, preflight, runs, runstore
 from lib.advice import small_data_advice
 from lib.config import RunConfig, TrainConfig
 from lib.data import DatasetError, load_dataset
 from lib.errors import KestrelError, log_internal_error
 from lib.plots.training import live_curves_figure, lr_figure
+from lib.progress import Progress, read_progress
 from lib.recipes import RECIPE_INFO, RECIPES
+from lib.runs import RunView
 from pages import forms, ui
 
 ACTIVE_REFRESH_S = 1.5  # live panel refresh while a run is queued or training
 IDLE_REFRESH_S = 5.0  # slower while nothing trains (still picks up CLI runs)
+MESSAGE_S = 12.0  # how long a button's outcome stays on screen
 STATE_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
 
 
@@ -111,12 +114,17 @@ def _start_run() -> None:
         )
         return
     if not fresh:
-        st.session_state[ui.TRAIN_ACTION_MSG] = (
+        _say(
             "info",
             f"This form was already started as run {run_id}: nothing new was queued. "
             "Change a setting to start another run.",
         )
     _watch(run_id)
+
+
+def _say(kind: str, text: str) -> None:
+    """Keep a button's outcome on screen for a while (the live panel refreshes every few seconds)."""
+    st.session_state[ui.TRAIN_ACTION_MSG] = (kind, text, time.time() + MESSAGE_S)
 
 
 def _watch(run_id: str | None) -> None:
@@ -241,16 +249,16 @@ def _act(action, run_id: str, done: str) -> None:
     try:
         action(run_id)
     except KestrelError as exc:
-        st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
+        _say("error", str(exc))
         return
-    st.session_state[ui.TRAIN_ACTION_MSG] = ("success", done)
+    _say("success", done)
 
 
 def _read_recipe(run_id: str) -> RunConfig | None:
     try:
         return runstore.read_config(runstore.run_dir(run_id))
     except KestrelError as exc:
-        st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
+        _say("error", str(exc))
         return None
 
 
@@ -280,7 +288,7 @@ def _clone(run_id: str) -> None:
             key=f"{draft.revision}:clone:{run_id}",
         )
     except KestrelError as exc:
-        st.session_state[ui.TRAIN_ACTION_MSG] = ("error", f"Not cloned: {exc}")
+        _say("error", f"Not cloned: {exc}")
         return
     if fresh:
         message = (
@@ -289,7 +297,7 @@ def _clone(run_id: str) -> None:
         )
     else:
         message = ("info", f"Already cloned as run {new_id}: nothing new was queued.")
-    st.session_state[ui.TRAIN_ACTION_MSG] = message
+    _say(*message)
     _watch(new_id)
 
 
@@ -302,52 +310,39 @@ def _delete(run_id: str) -> None:
     try:
         jobs.delete(run_id)
     except KestrelError as exc:
-        st.session_state[ui.TRAIN_ACTION_MSG] = ("error", str(exc))
+        _say("error", str(exc))
         return
     _watch(None)
-    st.session_state[ui.TRAIN_ACTION_MSG] = ("success", f"Deleted run {run_id}.")
+    _say("success", f"Deleted run {run_id}.")
 
 
 def _cancel_delete() -> None:
     st.session_state.pop(ui.TRAIN_DELETE_ASK, None)
 
 
-def run_label(r: jobs.RunSummary) -> str:
-    """name · dataset · accuracy · date: the same words in every picker."""
-    acc = r.test_accuracy if r.test_accuracy is not None else r.best_val_accuracy
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started or r.created))
-    return " · ".join(
-        [r.name or r.run_id, r.dataset, f"{acc:.1%}" if acc is not None else "–", when]
-    )
-
-
-def _progress_section(summary: jobs.RunSummary, progress: jobs.Progress) -> None:
+def _progress_section(summary: RunView, progress: Progress) -> None:
     ev = progress.latest
     if summary.state == "queued":
         st.info("Queued: it starts when a training slot is free.", icon=":material/schedule:")
     if summary.state == "running" and ev is None:
         st.caption(f"Preparing… {progress.phase}")
     epochs = summary.epochs
+    running = summary.state == "running"
     if ev is not None:
         frac = progress.fraction_epochs if summary.state != "completed" else 1.0
-        if ev["type"] == "epoch":
-            epoch_no, batch, steps = ev["epoch"] + 1, ev.get("steps", 0), ev.get("steps", 0)
-        else:
-            epoch_no, batch, steps = ev["epoch"] + 1, ev["batch"], ev["steps"]
-        st.progress(frac, text=f"Epoch {min(epoch_no, epochs)} of {epochs}")
-        st.progress(min(1.0, batch / max(1, steps)), text=f"Batch {batch} of {steps}")
-    batch_ev = progress.batch or {}
-    epoch_logs = (progress.epoch or {}).get("logs", {})
+        st.progress(frac, text=f"Epoch {min(ev.epoch + 1, epochs)} of {epochs}")
+        done = ev.batches_done
+        st.progress(min(1.0, done / max(1, ev.steps)), text=f"Batch {done} of {ev.steps}")
+    batch = progress.batch if running else None
+    logs = progress.epoch_logs
     m = st.columns(6)
-    running = summary.state == "running"
     m[0].metric(
-        "Images/s",
-        f"{batch_ev['images_per_sec']:,.0f}" if running and batch_ev.get("images_per_sec") else "–",
+        "Images/s", f"{batch.images_per_sec:,.0f}" if batch and batch.images_per_sec else "–"
     )
     m[1].metric("Elapsed", _fmt_duration(summary.duration_s))
-    m[2].metric("ETA", _fmt_duration(ev.get("eta")) if running and ev else "–")
-    loss = batch_ev.get("loss") if running and batch_ev else epoch_logs.get("loss")
-    acc = batch_ev.get("accuracy") if running and batch_ev else epoch_logs.get("accuracy")
+    m[2].metric("ETA", _fmt_duration(progress.eta) if running else "–")
+    loss = batch.loss if batch else logs.get("loss")
+    acc = batch.accuracy if batch else logs.get("accuracy")
     m[3].metric("Loss", f"{loss:.4f}" if isinstance(loss, float) else "–")
     m[4].metric("Accuracy", f"{acc:.2%}" if isinstance(acc, float) else "–")
     best = summary.best_val_accuracy
@@ -356,7 +351,7 @@ def _progress_section(summary: jobs.RunSummary, progress: jobs.Progress) -> None
         st.caption(progress.phase)  # e.g. the hardware line, "evaluating" at the end
 
 
-def _buttons(summary: jobs.RunSummary) -> None:
+def _buttons(summary: RunView) -> None:
     rid = summary.run_id
     cols = st.columns(5)
     cols[0].button(
@@ -429,7 +424,7 @@ def _buttons(summary: jobs.RunSummary) -> None:
             no.button("Keep it", key=ui.TRAIN_DELETE_NO, on_click=_cancel_delete, width="stretch")
 
 
-def _runs_table(summaries: list[jobs.RunSummary]) -> None:
+def _runs_table(summaries: list[RunView]) -> None:
     rows = [
         {
             "run": r.run_id,
@@ -462,7 +457,7 @@ def live_panel() -> None:
         jobs.poll()
     except ValueError as exc:
         ui.show_error(exc, "Cannot check the runs")
-    summaries = jobs.list_runs()
+    summaries = runs.list_views()
     if not summaries:
         st.info("No runs yet: set the hyperparameters above and start one.", icon=":material/info:")
         return
@@ -479,15 +474,15 @@ def live_panel() -> None:
         "Watching run",
         list(rows),
         key=ui.TRAIN_WATCH,
-        format_func=lambda rid: run_label(rows[rid]),
+        format_func=lambda rid: runs.run_label(rows[rid]),
         on_change=lambda: _watch(st.session_state[ui.TRAIN_WATCH]),
     )
     st.caption(f"{STATE_ICONS.get(rows[selected].state, '')} {rows[selected].state}")
     summary = rows[selected]
     path = runstore.run_dir(selected)
 
-    msg = st.session_state.pop(ui.TRAIN_ACTION_MSG, None)
-    if msg:
+    msg = st.session_state.get(ui.TRAIN_ACTION_MSG)
+    if msg and time.time() < msg[2]:
         {"error": st.error, "info": st.info}.get(msg[0], st.success)(msg[1])
     if summary.state == "failed" and summary.error:
         st.error(f"Failed: {summary.error}", icon=":material/error:")
@@ -507,11 +502,11 @@ def live_panel() -> None:
     if summary.stop_requested and summary.state == "running":
         st.caption("Stopping after the current batch…")
 
-    progress = jobs.read_progress(path)
+    progress = read_progress(path)
     _progress_section(summary, progress)
     _buttons(summary)
 
-    history = jobs.read_history(path)
+    history = summary.history
     now_epoch = None
     if progress.latest and summary.state == "running":
         now_epoch = progress.fraction_epochs * summary.epochs
@@ -545,5 +540,5 @@ _recipe_picker()
 forms.show_notice()
 _hyperparameter_form()
 st.divider()
-_any_active = any(r.state in runstore.ACTIVE_STATES for r in jobs.list_runs())
+_any_active = any(r.state in runstore.ACTIVE_STATES for r in runs.list_views())
 st.fragment(run_every=ACTIVE_REFRESH_S if _any_active else IDLE_REFRESH_S)(live_panel)()

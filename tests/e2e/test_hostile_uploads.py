@@ -169,7 +169,7 @@ def test_hostile_zip_is_refused_and_the_app_keeps_working(
     assert _uploads_in(workspace) == before, "a refused archive left files in the workspace"
     assert not _escaped_files(workspace)
     # The active dataset did not switch to a half-made upload.
-    assert "Active: shapes" in page.inner_text('[data-testid="stMain"]')
+    assert "In use: shapes" in page.inner_text('[data-testid="stMain"]')
 
     _still_works(page, streamlit_server)
     steps(page, "navigated-away")

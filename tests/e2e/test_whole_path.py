@@ -72,8 +72,7 @@ def test_dataset_to_prediction(streamlit_server, page, steps, workspace, tmp_pat
     steps(page, "dataset-open")
     set_number(page, "Images", SHAPES_COUNT)
     set_number(page, "Side (px)", SHAPES_SIDE)
-    click(page, "Use this dataset")
-    wait_for_text(page, rf"Active: shapes \({SHAPES_COUNT} × {SHAPES_SIDE}px\)")
+    wait_for_text(page, rf"In use: shapes \({SHAPES_COUNT} × {SHAPES_SIDE}px\)")
     wait_for_text(page, r"Classes\s+6")
     assert page.locator('[data-testid="stImage"]').count() >= 6  # a sample grid per class
     steps(page, "dataset-chosen")

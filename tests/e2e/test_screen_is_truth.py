@@ -1,0 +1,265 @@
+"""What the form shows is what trains, and nothing starts by accident (Chromium, as a person).
+
+- Enter in the Epochs and Run-name fields starts nothing; the values are kept through a
+  reload, Back, a second tab on the same address; a second browser has its own draft.
+- "Use recipe" fills the visible form at once; a double click on Start makes one run whose
+  config.json equals, field by field, what the page showed.
+- The run being watched stays in the box when it completes (another run then trains);
+  Delete asks first and says what goes.
+- Weights that cannot be had here are refused at Start with the Model page's words.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from helpers import (
+    assert_healthy,
+    choose_radio,
+    click,
+    errors,
+    main_text,
+    navigate,
+    open_page,
+    select,
+    wait_for_text,
+    wait_idle,
+)
+
+from lib import jobs, runstore
+from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from lib.recipes import RECIPES
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_S = 300
+
+
+def _run_ids() -> set[str]:
+    return {p.name for p in runstore.list_run_dirs()}
+
+
+def _type_enter(page, role: str, label: str, value) -> None:
+    """Type into a field and press Enter, as a person does."""
+    box = page.get_by_role(role, name=label).first
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def _number(page, label: str) -> str:
+    return page.get_by_role("spinbutton", name=label).first.input_value()
+
+
+def _text(page, label: str) -> str:
+    return page.get_by_role("textbox", name=label).first.input_value()
+
+
+def _combo(page, label: str) -> str:
+    return page.get_by_role("combobox", name=label).first.input_value()
+
+
+def _sidebar(page) -> str:
+    return page.inner_text('[data-testid="stSidebar"]')
+
+
+def _open_more_options(page) -> None:
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text="More options").first
+    if not expander.get_by_role("spinbutton", name="Momentum").first.is_visible():
+        expander.locator("summary").first.click()
+        wait_idle(page)
+    expander.get_by_role("spinbutton", name="Momentum").first.wait_for()
+
+
+def test_enter_starts_nothing_and_the_draft_survives_reload_back_and_tabs(
+    streamlit_server, page, new_page, steps
+):
+    before = _run_ids()
+    open_page(page, streamlit_server, "")
+    navigate(page, "Dataset")
+    select(page, "Source", "Digits — scikit-learn 8×8")
+    wait_for_text(page, r"In use: digits")
+    navigate(page, "Model")
+    select(page, "Architecture", "LeNet-5")
+    navigate(page, "Train")
+    _type_enter(page, "spinbutton", "Epochs", 3)
+    _type_enter(page, "textbox", "Run name (optional)", "typed then enter")
+    steps(page, "typed-and-entered")
+    assert _run_ids() == before, "Enter in a field started a run"
+    assert "Not started" not in main_text(page)
+
+    url = page.url
+    assert re.search(r"[?&]draft=[a-z0-9]{8}", url), url
+    page.reload()
+    wait_idle(page)
+    assert_healthy(page)
+    steps(page, "reloaded")
+    assert _number(page, "Epochs") == "3"
+    assert _text(page, "Run name (optional)") == "typed then enter"
+    assert "digits" in _sidebar(page) and "lenet5" in _sidebar(page), _sidebar(page)
+
+    navigate(page, "Dataset")
+    page.go_back()
+    wait_for_text(page, r"Start training", timeout_s=30)
+    wait_idle(page)
+    assert_healthy(page)
+    steps(page, "back")
+    assert _number(page, "Epochs") == "3", "Back lost the draft"
+
+    second_tab = page.context.new_page()
+    second_tab.goto(url, wait_until="domcontentloaded")
+    wait_idle(second_tab)
+    assert _number(second_tab, "Epochs") == "3" and "digits" in _sidebar(second_tab)
+    second_tab.close()
+
+    other = new_page()  # another person, another browser
+    open_page(other, streamlit_server, "train")
+    steps(other, "second-browser")
+    assert _number(other, "Epochs") == str(TrainConfig().epochs)
+    assert "shapes" in _sidebar(other) and "digits" not in _sidebar(other)
+    # and theirs does not leak back into the first browser's draft
+    _type_enter(other, "spinbutton", "Epochs", 11)
+    page.reload()
+    wait_idle(page)
+    assert _number(page, "Epochs") == "3"
+    assert _run_ids() == before
+
+
+def test_use_recipe_then_double_click_start_trains_exactly_what_the_form_shows(
+    streamlit_server, page, steps
+):
+    open_page(page, streamlit_server, "dataset")
+    select(page, "Source", "Digits — scikit-learn 8×8")
+    wait_for_text(page, r"In use: digits")
+    navigate(page, "Train")
+    select(page, "Start from a recipe", "Accurate")
+    click(page, "Use recipe")
+    steps(page, "recipe-used")
+    recipe = RECIPES["accurate"]
+    assert _number(page, "Epochs") == str(recipe.train.epochs)
+    assert float(_number(page, "Learning rate")) == recipe.train.learning_rate
+    assert float(_number(page, "Warm-up epochs")) == recipe.train.warmup_epochs
+    _open_more_options(page)
+    tta = page.get_by_role("checkbox", name="Flip test-time augmentation").first
+    assert tta.is_checked() == recipe.train.tta_flip
+    assert "accurate_cnn" in _sidebar(page)
+
+    _type_enter(page, "spinbutton", "Epochs", 2)
+    _type_enter(page, "spinbutton", "Batch size", 64)
+    _open_more_options(page)
+    steps(page, "form-before-start")
+    shown = {
+        "epochs": int(_number(page, "Epochs")),
+        "batch_size": int(_number(page, "Batch size")),
+        "learning_rate": float(_number(page, "Learning rate")),
+        "warmup_epochs": float(_number(page, "Warm-up epochs")),
+        "momentum": float(_number(page, "Momentum")),
+        "weight_decay": float(_number(page, "Weight decay")),
+        "label_smoothing": float(_number(page, "Label smoothing")),
+        "seed": int(_number(page, "Seed")),
+        "tta_flip": tta.is_checked(),
+        "optimizer": _combo(page, "Optimizer"),
+        "schedule": _combo(page, "LR schedule"),
+    }
+    before = _run_ids()
+    page.get_by_role("button", name="Start training").first.dblclick()
+    wait_idle(page)
+    page.wait_for_timeout(1500)
+    wait_idle(page)
+    steps(page, "double-clicked-start")
+    new = _run_ids() - before
+    assert len(new) == 1, f"a double click made {len(new)} runs"
+    (run_id,) = new
+    try:
+        config = runstore.read_config(runstore.run_dir(run_id))
+        expected = recipe.train.replace(epochs=2, batch_size=64)
+        assert config.train == expected
+        assert config.model == recipe.model and config.augment == recipe.augment
+        assert config.data == DataConfig(source="digits")
+        words = {"Adam": "adam", "warm-up + cosine": "warmup_cosine"}
+        for name, value in shown.items():
+            got = getattr(config.train, name)
+            value = words.get(value, value)
+            assert got == value, f"{name}: the form showed {value!r}, the run has {got!r}"
+    finally:
+        jobs.request_stop(run_id)
+
+
+def _tiny(epochs: int, name: str) -> RunConfig:
+    return RunConfig(
+        name=name,
+        data=DataConfig(source="digits"),
+        model=ModelConfig(
+            preset="custom", blocks=(ConvBlock(filters=8),), head=HeadConfig(dense=(16,))
+        ),
+        train=TrainConfig(epochs=epochs, batch_size=32, schedule="constant"),
+    )
+
+
+def _wait_state(run_id: str, states: tuple[str, ...], timeout: float = RUN_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while runstore.read_status(runstore.run_dir(run_id)).state not in states:
+        assert time.monotonic() < deadline, runstore.read_status(runstore.run_dir(run_id))
+        time.sleep(0.5)
+
+
+def test_the_watched_run_stays_when_it_completes_and_delete_asks_first(
+    streamlit_server, page, steps
+):
+    short = jobs.start_run(_tiny(1, "short one"), validate=False)
+    long = jobs.start_run(_tiny(500, "long one"), validate=False)  # queued behind the short one
+    try:
+        open_page(page, streamlit_server, "train")
+        select(page, "Watching run", next(o for o in _options(page) if o.startswith("short one")))
+        _wait_state(short, ("completed",))
+        _wait_state(long, ("running",))  # another run is active now: the old bug jumped to it
+        wait_for_text(page, r"Completed · test accuracy", timeout_s=60)
+        page.wait_for_timeout(5000)  # several refreshes of the live panel
+        steps(page, "completed-still-watched")
+        assert _combo(page, "Watching run").startswith("short one"), _combo(page, "Watching run")
+        assert "Completed · test accuracy" in main_text(page)
+
+        click(page, "Delete")
+        steps(page, "delete-asked")
+        text = main_text(page)
+        assert "Delete run short one?" in text and "trained model" in text, text
+        assert runstore.run_dir(short).exists()
+        click(page, "Keep it")
+        assert runstore.run_dir(short).exists()
+        assert "Delete run short one?" not in main_text(page)
+        click(page, "Delete")
+        click(page, "Delete for good")
+        steps(page, "deleted")
+        assert not runstore.run_dir(short).exists()
+        wait_for_text(page, rf"Deleted run {short}")
+        assert_healthy(page)
+    finally:
+        jobs.request_stop(long)
+
+
+def _options(page) -> list[str]:
+    from helpers import options
+
+    return options(page, "Watching run")
+
+
+def test_weights_that_cannot_be_had_are_refused_at_start_in_the_model_pages_words(
+    streamlit_server, page, steps
+):
+    before = _run_ids()
+    open_page(page, streamlit_server, "model")
+    select(page, "Architecture", "MobileNetV2 (transfer)")
+    choose_radio(page, "Initial weights", "ImageNet")
+    wait_for_text(page, r"cannot be downloaded from here")
+    model_page_words = re.search(r"ImageNet weights for .*?copy it to \S+", main_text(page), re.S)
+    assert model_page_words, main_text(page)
+    steps(page, "model-warns")
+    navigate(page, "Train")
+    click(page, "Start training")
+    steps(page, "start-refused")
+    refusal = " ".join(errors(page))
+    assert "Not started" in refusal and "Initial weights to 'random'" in refusal, refusal
+    assert model_page_words.group(0).split(" (")[0] in refusal
+    assert _run_ids() == before, "a run was queued although its weights cannot be had"
