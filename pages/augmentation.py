@@ -14,6 +14,7 @@ import streamlit as st
 from lib import augment
 from lib.config import AugmentConfig
 from lib.data import DatasetError, ImageDecodeError, decode_image, load_dataset
+from lib.errors import KestrelError
 from pages import forms, ui
 
 SAMPLES = 8  # preview rows from the dataset
@@ -188,4 +189,4 @@ with st.expander("Settings as JSON"):
     )
     st.button("Load into the form", key=ui.AUG_JSON_APPLY, on_click=_apply_json)
     if st.session_state[ui.AUG_JSON_ERROR]:
-        ui.show_error(ValueError(st.session_state[ui.AUG_JSON_ERROR]), "Settings refused")
+        ui.show_error(KestrelError(st.session_state[ui.AUG_JSON_ERROR]), "Settings refused")

@@ -21,6 +21,7 @@ from lib.data.images import EXTENSIONS
 from lib.data.sources import data_roots
 from lib.errors import KestrelError
 from lib.plots.data import SPLIT_LABELS, class_counts_figure, sample_mosaic
+from lib.text import escape_markdown
 from pages import forms, ui
 
 OWN_TEST = ("fashion_mnist", "mnist", "cifar10", "cifar100")  # sources with their own test split
@@ -101,7 +102,8 @@ def _save_dir() -> None:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", "Choose a folder first.")
         return
     try:
-        upload_id = upload_store.save_upload_files([(f.name, f.getvalue()) for f in files])
+        # sizes first: the caps and the quota apply before any file is read
+        upload_id = upload_store.save_upload_files([(f.name, f.size, f.getvalue) for f in files])
     except KestrelError as exc:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Upload refused: {exc}")
         return
@@ -115,11 +117,10 @@ def _save_dir() -> None:
 def _rename_upload() -> None:
     upload_id = st.session_state.get(ui.DATA_UPLOAD_PICK)
     name = st.session_state.get(ui.DATA_UPLOAD_NAME, "")
-    rename = getattr(upload_store, "rename_upload", None)
-    if not upload_id or rename is None:
+    if not upload_id:
         return
     try:
-        rename(upload_id, name)
+        upload_store.rename_upload(upload_id, name)
     except KestrelError as exc:
         st.session_state[ui.DATA_UPLOAD_MSG] = ("error", f"Not renamed: {exc}")
 
@@ -167,14 +168,13 @@ def _upload_picker(uploads: list[dict]) -> None:
     if not picked:
         return
     manifest = next(m for m in uploads if m["id"] == picked)
-    if hasattr(upload_store, "rename_upload"):
-        st.session_state[ui.DATA_UPLOAD_NAME] = manifest.get("display_name") or picked
-        st.text_input("Name of this upload", key=ui.DATA_UPLOAD_NAME, on_change=_rename_upload,
-                      max_chars=80)  # fmt: skip
+    st.session_state[ui.DATA_UPLOAD_NAME] = manifest.get("display_name") or picked
+    st.text_input("Name of this upload", key=ui.DATA_UPLOAD_NAME, on_change=_rename_upload,
+                  max_chars=80)  # fmt: skip
     st.button("Delete this upload", key=ui.DATA_UPLOAD_DELETE, icon=":material/delete:",
               on_click=lambda: st.session_state.__setitem__(ui.DATA_UPLOAD_DELETE_ASK, picked))  # fmt: skip
     if st.session_state.get(ui.DATA_UPLOAD_DELETE_ASK) == picked:
-        st.warning(f"Delete the upload {manifest.get('display_name') or picked}? Its images are "
+        st.warning(f"Delete the upload {escape_markdown(manifest.get('display_name') or picked)}? Its images are "
                    "removed from the workspace for good; runs trained on it keep their models.")  # fmt: skip
         yes, no = st.columns(2)
         yes.button("Delete for good", key=ui.DATA_UPLOAD_DELETE_YES, type="primary",
@@ -219,7 +219,8 @@ def _form(uploads: list[dict]) -> None:
     forms.show_refusal("data")
     pending = st.session_state.get(PENDING)
     if pending:
-        st.warning(f"Not in use yet: {pending}. Runs still use {ui.describe_data(ui.data_config())}.",
+        st.warning(f"Not in use yet: {escape_markdown(pending)}. Runs still use "
+                   f"{escape_markdown(ui.describe_data(ui.data_config()))}.",
                    icon=":material/pending:")  # fmt: skip
 
 
@@ -314,7 +315,7 @@ with form_col:
     message = st.session_state[ui.DATA_UPLOAD_MSG]
     if message:
         kind, text = message
-        (st.success if kind == "success" else st.error)(text)
+        (st.success if kind == "success" else st.error)(escape_markdown(text))
 
 with info_col:
     cfg = ui.data_config()

@@ -39,6 +39,7 @@ from lib.config import (
     RunConfig,
     TrainConfig,
 )
+from lib.text import escape_markdown
 from pages import ui
 
 # part of the draft -> (config class, widget key prefix)
@@ -247,7 +248,7 @@ def show_refusal(part: str) -> None:
     text = st.session_state.get(ui.FORM_REFUSED, {}).get(part)
     if text:
         st.error(
-            f"Not changed: {in_ui_words(text)}. The form shows the values in use.",
+            f"Not changed: {escape_markdown(in_ui_words(text))}. The form shows the values in use.",
             icon=":material/error:",
         )
 

@@ -22,12 +22,20 @@ from lib.plots.training import live_curves_figure, lr_figure
 from lib.progress import Progress, read_progress
 from lib.recipes import RECIPE_INFO, RECIPES
 from lib.runs import RunView
+from lib.text import escape_markdown
 from pages import forms, ui
 
 ACTIVE_REFRESH_S = 1.5  # live panel refresh while a run is queued or training
 IDLE_REFRESH_S = 5.0  # slower while nothing trains (still picks up CLI runs)
 MESSAGE_S = 12.0  # how long a button's outcome stays on screen
 STATE_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
+STATE_MATERIAL = {  # the same in markdown: Material icons render without an emoji font
+    "queued": ":material/schedule:",
+    "running": ":material/play_circle:",
+    "completed": ":material/check_circle:",
+    "failed": ":material/error:",
+    "stopped": ":material/stop_circle:",
+}
 
 
 def _link(page: str, label: str, icon: str) -> None:
@@ -177,11 +185,11 @@ def _small_data_section(draft: drafts.Draft) -> None:
     if advice is None:
         return
     with st.container(border=True):
-        st.markdown("**Small dataset** · " + "; ".join(advice.reasons) + ".")
+        st.markdown("**Small dataset** · " + escape_markdown("; ".join(advice.reasons)) + ".")
         if advice.suggestions:
             st.markdown("What helps:\n" + "\n".join(f"- {s}" for s in advice.suggestions))
         for caveat in advice.caveats:
-            st.caption(caveat)
+            st.caption(escape_markdown(caveat))
         if advice.suggestions:
             st.button(
                 "Apply these changes",
@@ -231,7 +239,7 @@ def _hyperparameter_form() -> None:
             on_click=_start_run,
         )
     if st.session_state.get(ui.TRAIN_START_ERROR):
-        text = forms.in_ui_words(st.session_state[ui.TRAIN_START_ERROR])
+        text = escape_markdown(forms.in_ui_words(st.session_state[ui.TRAIN_START_ERROR]))
         st.error(f"Not started: {text}", icon=":material/error:")
 
 
@@ -407,7 +415,7 @@ def _buttons(summary: RunView) -> None:
     if st.session_state.get(ui.TRAIN_DELETE_ASK) == rid:
         with st.container(border=True):
             st.warning(
-                f"Delete run {summary.name or rid}? This removes its folder for good: the "
+                f"Delete run {escape_markdown(summary.name or rid)}? This removes its folder for good: the "
                 "trained model, checkpoints, predictions, history and log. Models already "
                 "saved to the registry stay.",
                 icon=":material/delete_forever:",
@@ -455,7 +463,7 @@ def live_panel() -> None:
     """The selected run's live progress, its actions, and the runs table."""
     try:
         jobs.poll()
-    except ValueError as exc:
+    except KestrelError as exc:
         ui.show_error(exc, "Cannot check the runs")
     summaries = runs.list_views()
     if not summaries:
@@ -477,15 +485,16 @@ def live_panel() -> None:
         format_func=lambda rid: runs.run_label(rows[rid]),
         on_change=lambda: _watch(st.session_state[ui.TRAIN_WATCH]),
     )
-    st.caption(f"{STATE_ICONS.get(rows[selected].state, '')} {rows[selected].state}")
+    state = rows[selected].state
+    st.caption(f"{STATE_MATERIAL.get(state, '')} {state}")
     summary = rows[selected]
     path = runstore.run_dir(selected)
 
     msg = st.session_state.get(ui.TRAIN_ACTION_MSG)
     if msg and time.time() < msg[2]:
-        {"error": st.error, "info": st.info}.get(msg[0], st.success)(msg[1])
+        {"error": st.error, "info": st.info}.get(msg[0], st.success)(escape_markdown(msg[1]))
     if summary.state == "failed" and summary.error:
-        st.error(f"Failed: {summary.error}", icon=":material/error:")
+        st.error(f"Failed: {escape_markdown(summary.error)}", icon=":material/error:")
     elif summary.state == "stopped":
         st.info(
             "Stopped. Resume continues from the last finished epoch.",

@@ -17,6 +17,7 @@ import streamlit as st
 from lib import drafts
 from lib.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from lib.errors import KestrelError, log_internal_error
+from lib.text import escape_markdown
 
 APP_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
 DRAFT_PARAM = "draft"  # the URL query parameter holding the draft id
@@ -247,9 +248,10 @@ def sidebar() -> None:
     current = draft()
     with st.sidebar:
         st.caption(f"Draft {current.id} · saved as you edit")
-        st.text(f"Dataset · {describe_data(current.data)}")
-        st.text(f"Model · {describe_model(current.model)}")
-        st.text(f"Augmentation · {current.augment.preset}")
+        # Generated descriptions, no user text: safe as markdown.
+        st.markdown(f"**Dataset** · {describe_data(current.data)}")
+        st.markdown(f"**Model** · {describe_model(current.model)}")
+        st.markdown(f"**Augmentation** · {current.augment.preset}")
     notice = st.session_state.pop(DRAFT_NOTICE, None)
     if notice:
         st.warning(notice, icon=":material/warning:")
@@ -258,14 +260,13 @@ def sidebar() -> None:
 def show_error(exc: Exception, what: str = "") -> None:
     """Show an error: a user-fixable one as its message, anything else as an internal error.
 
-    A KestrelError (or another ValueError a lib function raises for a bad input)
-    says what to change. Anything else is a bug: its traceback goes to the
+    A KestrelError says what to change. Anything else is a bug: its traceback goes to the
     internal log, and the message names that log instead of pretending the user
     did something wrong.
     """
     prefix = f"{what}: " if what else ""
-    if isinstance(exc, KestrelError | ValueError):
-        st.error(f"{prefix}{exc}", icon=":material/error:")
+    if isinstance(exc, KestrelError):
+        st.error(f"{prefix}{escape_markdown(exc)}", icon=":material/error:")
         return
     path = log_internal_error(exc, what)
     st.error(

@@ -67,8 +67,8 @@ def test_preset_fills_the_form_and_new_samples_change_the_rows():
     assert draft_of(at).augment == augment.PRESETS["strong"]
     assert _field(at, "zoom").value == pytest.approx(0.15)
     assert _field(at, "horizontal_flip").value is True
-    sidebar = " ".join(t.value for t in at.sidebar.text)
-    assert "Augmentation · strong" in sidebar  # stored before app.py drew the sidebar
+    sidebar = " ".join(md.value for md in at.sidebar.markdown)
+    assert "Augmentation** · strong" in sidebar  # stored before app.py drew the sidebar
     grid = at.image[0].value
     at.button(key=ui.AUG_NEW_SAMPLES).click().run()
     assert not at.exception

@@ -108,7 +108,14 @@ def test_uploaded_set_with_imbalance_and_skipped_files():
     at = open_page()
     at.selectbox(key=ui.DATA_FIELD + "source").set_value("upload")
     at.run()
-    assert at.selectbox(key=ui.DATA_UPLOAD_PICK).value == upload_id
+    picker = at.selectbox(key=ui.DATA_UPLOAD_PICK)
+    assert picker.value == upload_id
+    assert any(o.startswith("set · 2 classes · 48 images") for o in picker.options), picker.options
+    # the name is the zip's, and can be changed; the pick stays on the same upload
+    at.text_input(key=ui.DATA_UPLOAD_NAME).input("holiday **pets**").run()
+    picker = at.selectbox(key=ui.DATA_UPLOAD_PICK)
+    assert picker.value == upload_id
+    assert any(o.startswith("holiday **pets** · 2 classes") for o in picker.options)
     at.run()
     assert not at.exception
     assert draft_of(at).data.path == upload_id

@@ -35,7 +35,7 @@ def test_home_shows_the_active_state():
     assert "shapes (3000 × 64px)" in texts
     assert "fast_cnn" in texts
     assert "**none yet**" in main
-    sidebar = " ".join(t.value for t in at.sidebar.text)
+    sidebar = " ".join(md.value for md in at.sidebar.markdown)
     assert "shapes" in sidebar and "fast_cnn" in sidebar
 
 
