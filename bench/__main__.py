@@ -18,6 +18,7 @@ tiny runs go to ``...-tiny.json``.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import inspect
 import json
@@ -230,6 +231,13 @@ def write_results(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    # Several `--only` runs may finish at once: merge under a lock so none is lost.
+    with open(out_dir / f".{stem}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        return _merge_and_write(benchmarks, json_path, md_path, date, size, info, argv)
+
+
+def _merge_and_write(benchmarks, json_path, md_path, date, size, info, argv) -> tuple[Path, Path]:
     previous = {}
     if json_path.is_file():
         try:
