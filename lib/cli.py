@@ -62,9 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             # Refuse a recipe that cannot train before creating anything. (With
             # TF_CONFIG nothing may touch TensorFlow before the strategy exists;
             # the trainer validates again after it.)
-            from lib.training import validate_run
+            from lib.preflight import check_startable
 
-            validate_run(config)
+            check_startable(config)
         path = _new_run_dir(config, args.run_dir)
     except ValueError as exc:  # RunConfigError, DatasetError, WorkspaceError: all user errors
         print(f"error: {exc}", file=sys.stderr)

@@ -221,13 +221,14 @@ def start_run(config: RunConfig, *, limit: int | None = None, validate: bool = T
         The new run id.
 
     Raises:
-        lib.training.RunConfigError, lib.data.DatasetError: the config cannot train;
+        lib.training.RunConfigError, lib.data.DatasetError, lib.preflight.StartRefused:
+            the config cannot train (weights that cannot be had included);
             nothing was created.
     """
     if validate:
-        from lib.training import validate_run
+        from lib.preflight import check_startable
 
-        validate_run(config)
+        check_startable(config)
     path = runstore.create_run(config)
     schedule(limit)
     return path.name
