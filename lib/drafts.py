@@ -105,10 +105,13 @@ class Draft:
     def from_dict(cls, raw: Any, where: str = "draft") -> Draft:
         if not isinstance(raw, dict):
             raise DraftError(f"{where} is not a JSON object")
+        revision = raw.get("revision", 0)
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+            raise DraftError(f"{where}: revision must be a whole number, got {revision!r}")
         try:
             return cls(
                 id=str(raw["id"]),
-                revision=int(raw.get("revision", 0)),
+                revision=revision,
                 updated=float(raw.get("updated", 0.0)),
                 run_name=str(raw.get("run_name", "")),
                 data=DataConfig.from_dict(raw.get("data", {})),

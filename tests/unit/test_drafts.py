@@ -77,3 +77,13 @@ def test_a_damaged_or_missing_draft_is_a_clear_error():
         drafts.load(d.id)
     with pytest.raises(drafts.DraftError, match="does not exist"):
         drafts.load("0123abcd")
+
+
+@pytest.mark.parametrize("revision", [True, "7", 2.9, -1])
+def test_a_revision_that_is_not_a_whole_number_is_refused(revision):
+    d = drafts.new_draft()
+    raw = json.loads(drafts.draft_path(d.id).read_text())
+    raw["revision"] = revision
+    drafts.draft_path(d.id).write_text(json.dumps(raw))
+    with pytest.raises(drafts.DraftError, match="revision"):
+        drafts.load(d.id)
