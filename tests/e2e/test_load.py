@@ -1,0 +1,21 @@
+"""Under load (the tiny size of bench/bench_load.py): browsers on every page, runs training, a worker killed."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_page_stays_healthy_while_runs_train_and_a_worker_dies(monkeypatch, tmp_path):
+    from bench import bench_load
+
+    monkeypatch.setenv("KESTREL_HOME", str(tmp_path))  # bench_load points it at its own workspace
+    result = bench_load.run("tiny")
+    assert result["worker_killed"], "no worker was killed: the test proved nothing"
+    assert result["exceptions"] == []
+    assert result["runs_lost"] == 0
+    assert result["runs_stuck_running"] == 0, result["run_states_after"]
+    states = sorted(result["run_states_after"].values())
+    assert "failed" in states, states  # the killed one says so
+    assert result["page_visits"] == 2 * len(bench_load.PAGES)
