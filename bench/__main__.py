@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "predict": ("bench.bench_predict", "single-image prediction latency, p50/p95"),
     "gradcam": ("bench.bench_gradcam", "Grad-CAM localisation: map peak inside the shape's box"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
+    "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),
 }  # fmt: skip
 CHILD_TIMEOUT_S = 3 * 3600
