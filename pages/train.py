@@ -8,6 +8,7 @@ second browser shows the same runs because everything comes from the run folders
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import streamlit as st
@@ -15,7 +16,7 @@ from streamlit.errors import StreamlitAPIException
 
 from lib import drafts, jobs, preflight, runs, runstore
 from lib.advice import small_data_advice
-from lib.config import RunConfig, TrainConfig
+from lib.config import TRANSFER_PRESETS, AugmentConfig, ModelConfig, RunConfig, TrainConfig
 from lib.data import DatasetError, load_dataset
 from lib.errors import KestrelError, log_internal_error
 from lib.plots.training import live_curves_figure, lr_figure
@@ -57,32 +58,21 @@ def _recipe_summary(draft: drafts.Draft) -> None:
         _link("pages/dataset.py", "Change dataset", ":material/photo_library:")
     with cols[1], st.container(border=True):
         st.markdown(f"**Augmentation** · {aug.preset}")
-        on = [f for f in ("horizontal_flip", "vertical_flip") if getattr(aug, f)]
-        on += [
-            f
-            for f in (
-                "rotation",
-                "zoom",
-                "translate",
-                "crop",
-                "contrast",
-                "brightness",
-                "noise",
-                "erasing",
-                "mixup",
-                "cutmix",
-            )
-            if getattr(aug, f)
+        # every transform that is on, in the form's words (the field metadata's labels)
+        on = [
+            forms.label(AugmentConfig, f.name).lower()
+            for f in dataclasses.fields(AugmentConfig)
+            if f.name not in ("preset", "randaugment_magnitude") and getattr(aug, f.name)
         ]
-        st.caption(", ".join(on).replace("_", " ") if on else "no random transforms")
+        st.caption(", ".join(on) if on else "no random transforms")
         _link("pages/augmentation.py", "Change augmentation", ":material/auto_awesome:")
     with cols[2], st.container(border=True):
         st.markdown(f"**Model** · {ui.describe_model(model)}")
         st.caption(
             f"width ×{model.width:g} · dropout {model.dropout:g}"
             + (
-                f" · {model.weights} weights"
-                if model.preset in ("mobilenetv2", "efficientnetb0", "resnet50")
+                f" · {forms.choice_words(ModelConfig, 'weights')(model.weights)} weights"
+                if model.preset in TRANSFER_PRESETS
                 else ""
             )
         )
