@@ -40,6 +40,9 @@ DATA_SOURCES = (
     "cifar100",
     "folder",  # a server directory with one sub-folder per class
     "upload",  # an uploaded archive or directory, extracted into the workspace
+    "dataset",  # a dataset built in the app: path is <name>@<version> (lib.datasets)
+    "csv_files",  # images beside a CSV/TSV of file,label[,split]: path is the CSV
+    "pixel_csv",  # a CSV of label,pixel0..pixelN rows (MNIST-style): path is the CSV
 )
 MODEL_PRESETS = (
     "seed_cnn",
@@ -53,6 +56,7 @@ MODEL_PRESETS = (
     "resnet50",
     "custom",
 )
+FILE_SOURCES = ("folder", "upload", "dataset", "csv_files", "pixel_csv")  # path required
 TRANSFER_PRESETS = ("mobilenetv2", "efficientnetb0", "resnet50")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong", "custom")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -203,13 +207,28 @@ class DataConfig(_JsonMixin):
                 "cifar100": "CIFAR-100",
                 "folder": "Folder on the server",
                 "upload": "Uploaded images",
+                "dataset": "Built dataset (a version)",
+                "csv_files": "Images + labels file (CSV/TSV)",
+                "pixel_csv": "Pixel CSV (label, pixel0…)",
             },
         ),
     )
     path: str = field(
         default="",
         metadata=_plain(
-            "folder: server directory; upload: upload id", label="Folder on the server"
+            "folder: server directory; upload: upload id; dataset: name@version; "
+            "csv_files/pixel_csv: the CSV file",
+            label="Folder on the server",
+        ),
+    )
+    pixel_shape: str = field(
+        default="",
+        metadata=_plain(
+            "pixel_csv: image shape HxW or HxWxC; empty infers a square image",
+            label="Pixel shape (empty infers it)",
+            help="How the pixel columns of each row make an image, row by row: 28x28 for "
+            "MNIST-style grayscale, 32x32x3 for colour. Empty: a square grayscale image, "
+            "else a square RGB one.",
         ),
     )
     image_size: int = field(
@@ -283,7 +302,7 @@ class DataConfig(_JsonMixin):
 
     def __post_init__(self) -> None:
         _validate(self)
-        if self.source in ("folder", "upload") and not self.path:
+        if self.source in FILE_SOURCES and not self.path:
             raise ConfigError(f"DataConfig.path is required for source {self.source!r}")
         if self.image_size and self.image_size < 8:
             raise ConfigError("DataConfig.image_size must be 0 (keep) or between 8 and 512")

@@ -73,6 +73,9 @@ class PhaseEvent(Event):
 
     type: ClassVar[str] = "phase"
     phase: str = ""
+    # A phase that counts (embedding images n/N for cached transfer features): n and N.
+    done: int = 0
+    total: int = 0
     time: float = field(default_factory=_now)
 
 

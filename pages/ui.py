@@ -116,6 +116,13 @@ PRED_EXPORT_BUTTON = "predict_export_button"  # button: convert and check
 PRED_EXPORT_RESULT = "predict_export_result"  # (model key, ExportResult) of the last export
 PRED_DOWNLOAD = "predict_download_"  # + what: download buttons (csv, export)
 PRED_CHART = "predict_topk_chart"  # the top-k probability chart
+# Unknown detection (Predict) and the robustness report (Evaluate)
+PRED_UNKNOWN_THRESHOLD = "predict_unknown_threshold"  # slider: unknown-detection threshold
+PRED_UNKNOWN_MODEL = "predict_unknown_model"  # model file the threshold slider was set for
+EVAL_ROBUSTNESS_START = "evaluate_robustness_start"  # button: compute the robustness report
+EVAL_ROBUSTNESS_HARDEN = "evaluate_robustness_harden"  # button: clone the run, hardened
+EVAL_ROBUSTNESS_METHOD = "evaluate_robustness_method"  # selectbox: how the clone is hardened
+EVAL_ROBUSTNESS_NOTICE = "evaluate_robustness_notice"  # message after a start or clone
 
 
 def ensure_router() -> None:
@@ -229,7 +236,7 @@ def describe_data(cfg: DataConfig) -> str:
         "shapes": "shapes",
         "folder": "server folder",
         "upload": "uploaded set",
-    }[cfg.source]
+    }.get(cfg.source, f"{cfg.source.replace('_', ' ')} {Path(cfg.path).name}")
     if cfg.source == "shapes":
         name += f" ({cfg.shapes_count} × {cfg.shapes_size}px)"
     if cfg.image_size:

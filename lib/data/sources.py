@@ -386,17 +386,39 @@ def load_files(folder: Path, cfg, skipped_before: list[tuple[str, str]] | None =
             "(e.g. cats/ and dogs/)"
         )
     skipped = list(skipped_before or []) + skipped
+    return files_dataset(str(folder), classes, paths, labels, cfg, skipped)
+
+
+def files_dataset(
+    where: str,
+    classes: list[str],
+    paths: list[str],
+    labels: np.ndarray,
+    cfg,
+    skipped: list[tuple[str, str]],
+    given_splits: list[str] | None = None,
+) -> Dataset:
+    """A streamed Dataset over image files with known labels.
+
+    Every file's header is checked once (in parallel threads) so unreadable files
+    are reported up front and the image shape is known. ``given_splits`` (one of
+    ``train``/``val``/``test`` per file, from a labels file) replaces the
+    config's random split; a set without validation images gets them cut from
+    its training images with ``cfg.val_fraction``.
+    """
     with ThreadPoolExecutor(SCAN_WORKERS) as pool:
         probes = list(pool.map(_probe_file, paths, chunksize=64))
     good = np.array([not isinstance(p, str) for p in probes], dtype=bool)
     skipped += [(paths[i], probes[i]) for i in np.flatnonzero(~good)]
     paths = [p for p, g in zip(paths, good, strict=True) if g]
-    labels = labels[good]
+    labels = np.asarray(labels, np.int32)[good]
+    if given_splits is not None:
+        given_splits = [s for s, g in zip(given_splits, good, strict=True) if g]
     shapes = [p for p in probes if not isinstance(p, str)]
     present = np.unique(labels)
     if len(present) < 2:
         raise DatasetError(
-            f"{folder} needs readable images in at least two class folders; found "
+            f"{where} needs readable images in at least two class folders; found "
             f"{len(paths)} readable image(s) in {len(present)} class(es) and "
             f"{len(skipped)} skipped file(s)"
         )
@@ -425,16 +447,34 @@ def load_files(folder: Path, cfg, skipped_before: list[tuple[str, str]] | None =
 
     rng = np.random.default_rng(cfg.seed)
     keep = cap_per_class(labels, cfg.max_per_class, rng)
-    parts = stratified_split(labels[keep], [cfg.val_fraction, cfg.test_fraction], cfg.seed)
+    if given_splits is None:
+        parts = stratified_split(labels[keep], [cfg.val_fraction, cfg.test_fraction], cfg.seed)
+        index = [keep[part] for part in parts]
+    else:
+        index = _given_split_index(given_splits, labels, keep, cfg)
+        notes.append("splits come from the labels file's split column")
     ds = Dataset(class_names=classes, image_shape=image_shape, splits={},
-                 test_is_own=False, skipped=skipped, notes=notes)  # fmt: skip
-    for name, part in zip(SPLITS, parts, strict=True):
-        idx = keep[part]
+                 test_is_own=given_splits is not None and len(index[2]) > 0,
+                 skipped=skipped, notes=notes)  # fmt: skip
+    for name, idx in zip(SPLITS, index, strict=True):
         ds.splits[name] = Split(
             labels[idx], refs=[paths[i] for i in idx], image_shape=image_shape,
             on_skip=ds.record_skip,
         )  # fmt: skip
     return ds
+
+
+def _given_split_index(
+    given: list[str], labels: np.ndarray, keep: np.ndarray, cfg
+) -> list[np.ndarray]:
+    """train/val/test indices from a split column; validation cut from train if none is given."""
+    tags = np.asarray(given, dtype=object)[keep]
+    out = [keep[tags == name] for name in SPLITS]
+    if len(out[1]) == 0 and cfg.val_fraction > 0 and len(out[0]):
+        train = out[0]
+        parts = stratified_split(labels[train], [cfg.val_fraction], cfg.seed)
+        out[0], out[1] = train[parts[0]], train[parts[1]]
+    return [np.sort(i).astype(np.int64) for i in out]
 
 
 def data_roots() -> list[Path]:
@@ -482,6 +522,258 @@ def load_upload(cfg) -> Dataset:
     return load_files(folder, cfg, skipped_before=before)
 
 
+# --------------------------------------------------------------------------- built datasets
+
+
+def load_built_dataset(cfg) -> Dataset:
+    """One version of a dataset built in the app (``cfg.path`` is ``name@version``)."""
+    from lib import datasets
+
+    name, version = datasets.parse_ref(cfg.path)
+    return load_files(datasets.images_dir(name, version), cfg)
+
+
+# --------------------------------------------------------------------------- labels files
+
+FILE_COLUMNS = ("file", "filename", "file_name", "image", "image_id", "id", "path", "name")
+LABEL_COLUMNS = ("label", "class", "category", "target")
+SPLIT_COLUMNS = ("split", "subset", "set")
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "dev": "val", "test": "test", "testing": "test"}  # fmt: skip
+MAX_CSV_ROWS = 2_000_000
+
+
+def _check_data_file(path: str, what: str) -> Path:
+    """Resolve a file the CSV sources read and refuse it outside the shared folders."""
+    file = Path(path).expanduser().resolve()
+    check_data_folder(str(file.parent))
+    if not file.is_file():
+        raise DatasetError(f"{what} {path!r} does not exist on the server")
+    return file
+
+
+def _csv_rows(file: Path):
+    """``(line number, cells)`` of a CSV or TSV file (tab when the name ends .tsv or line 1 has tabs)."""
+    import csv
+
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{file} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {file}: {exc.strerror}") from None
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if file.suffix.lower() == ".tsv" or "\t" in first else ","
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    for number, row in enumerate(reader, start=1):
+        if number > MAX_CSV_ROWS:
+            raise DatasetError(f"{file} has more than {MAX_CSV_ROWS:,} rows")
+        if not row or all(not c.strip() for c in row):
+            continue
+        yield number, [c.strip() for c in row]
+
+
+def _header_columns(cells: list[str], file: Path) -> dict[str, int] | None:
+    """Column positions from a header line (``file,label[,split]``), or None if line 1 is data."""
+    lowered = [c.lower() for c in cells]
+    if lowered[0] not in FILE_COLUMNS:
+        return None
+    cols: dict[str, int] = {}
+    for i, name in enumerate(lowered):
+        role = ("file" if name in FILE_COLUMNS else "label" if name in LABEL_COLUMNS
+                else "split" if name in SPLIT_COLUMNS else None)  # fmt: skip
+        if role is None or role in cols:
+            raise DatasetError(
+                f"{file.name}, line 1: unknown column {cells[i]!r}; the columns are "
+                "file,label and optionally split (e.g. 'file,label,split')"
+            )
+        cols[role] = i
+    if "label" not in cols:
+        raise DatasetError(
+            f"{file.name}, line 1: no label column; the columns are file,label[,split]"
+        )
+    return cols
+
+
+def _find_image(base: Path, value: str, file: Path, number: int) -> str:
+    """The image a labels-file row names, relative to the CSV's folder (or a folder named like it)."""
+    rel = value.replace("\\", "/")
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise DatasetError(
+            f"{file.name}, line {number}: {value!r} must be a path relative to the labels "
+            "file's folder, without '..'"
+        )
+    for folder in (base, base / file.stem, base / "images"):
+        for candidate in (rel, *(rel + ext for ext in (".jpg", ".png", ".jpeg"))):
+            path = folder / candidate
+            if path.is_file():
+                return str(path)
+    raise DatasetError(
+        f"{file.name}, line {number}: image {value!r} not found in {base} (nor in "
+        f"{base / file.stem} or {base / 'images'}); put the images beside the labels file"
+    )
+
+
+def load_csv_files(cfg) -> Dataset:
+    """Images listed in a CSV/TSV (``cfg.path``) of ``file,label[,split]`` rows."""
+    file = _check_data_file(cfg.path, "labels file")
+    base = file.parent
+    rows = list(_csv_rows(file))
+    if not rows:
+        raise DatasetError(f"{file.name} is empty; give one 'file,label' row per image")
+    cols = _header_columns(rows[0][1], file)
+    if cols is not None:
+        rows = rows[1:]
+    else:
+        width = len(rows[0][1])
+        cols = {"file": 0, "label": 1, **({"split": 2} if width == 3 else {})}
+    width = max(cols.values()) + 1
+    paths, names, splits = [], [], []
+    for number, cells in rows:
+        if len(cells) != width:
+            raise DatasetError(
+                f"{file.name}, line {number}: expected {width} values (file,label"
+                f"{',split' if 'split' in cols else ''}), got {len(cells)}"
+            )
+        value, label = cells[cols["file"]], cells[cols["label"]]
+        if not value or not label:
+            raise DatasetError(
+                f"{file.name}, line {number}: the file name and label must not be empty"
+            )
+        if "split" in cols:
+            word = SPLIT_WORDS.get(cells[cols["split"]].lower() or "train")
+            if word is None:
+                raise DatasetError(
+                    f"{file.name}, line {number}: split {cells[cols['split']]!r} is not "
+                    "train, val or test"
+                )
+            splits.append(word)
+        paths.append(_find_image(base, value, file, number))
+        names.append(label)
+    if not paths:
+        raise DatasetError(f"{file.name} has a header but no rows")
+    classes = _sorted_labels(names)
+    index = {c: k for k, c in enumerate(classes)}
+    labels = np.asarray([index[n] for n in names], np.int32)
+    return files_dataset(file.name, classes, paths, labels, cfg, [],
+                         given_splits=splits if "split" in cols else None)  # fmt: skip
+
+
+def _sorted_labels(names: list[str]) -> list[str]:
+    unique = set(names)
+    if all(n.lstrip("-").isdigit() for n in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def parse_pixel_shape(text: str, n_pixels: int, where: str) -> tuple[int, int, int]:
+    """``"28x28"``/``"32x32x3"`` or empty (square gray, else square RGB) for ``n_pixels`` values."""
+    text = (text or "").strip().lower().replace("×", "x")
+    if text:
+        try:
+            dims = [int(d) for d in text.split("x")]
+        except ValueError:
+            dims = []
+        if len(dims) == 2:
+            dims.append(1)
+        if len(dims) != 3 or dims[2] not in (1, 3) or min(dims) < 1:
+            raise DatasetError(
+                f"pixel shape {text!r} is not HxW or HxWxC with C 1 or 3 (e.g. 28x28 or 32x32x3)"
+            )
+        if int(np.prod(dims)) != n_pixels:
+            raise DatasetError(
+                f"{where}: pixel shape {text} holds {int(np.prod(dims))} values but the rows have "
+                f"{n_pixels} pixel columns; give the right shape"
+            )
+        return dims[0], dims[1], dims[2]
+    for channels in (1, 3):
+        side = round((n_pixels / channels) ** 0.5)
+        if n_pixels % channels == 0 and side * side * channels == n_pixels:
+            return side, side, channels
+    raise DatasetError(
+        f"{where}: {n_pixels} pixel columns are neither a square grayscale nor a square RGB "
+        "image; give the pixel shape (e.g. 28x56 or 32x32x3)"
+    )
+
+
+def load_pixel_csv(cfg) -> Dataset:
+    """A pixel CSV (``label,pixel0..pixelN`` per row, MNIST-style) read into memory.
+
+    Pixels are row-major (height, width, channels) values 0–255; the shape is
+    ``cfg.pixel_shape`` or inferred (square grayscale, else square RGB).
+    """
+    file = _check_data_file(cfg.path, "pixel CSV")
+    rows = _csv_rows(file)
+    label_col = 0
+    first = next(rows, None)
+    if first is None:
+        raise DatasetError(f"{file.name} is empty; give one 'label,pixel0,...' row per image")
+    number, cells = first
+    width = len(cells)
+    header = not _is_number(cells[0])
+    pending = [] if header else [(number, cells)]
+    if header:
+        lowered = [c.lower() for c in cells]
+        found = [i for i, c in enumerate(lowered) if c in LABEL_COLUMNS]
+        if len(found) != 1:
+            raise DatasetError(
+                f"{file.name}, line 1: the header needs exactly one label column (label, class, "
+                f"category or target); found {len(found)}"
+            )
+        label_col = found[0]
+        for i, c in enumerate(lowered):
+            if i != label_col and not (c.startswith("pixel") or _is_number(c.replace("x", ""))):
+                raise DatasetError(
+                    f"{file.name}, line 1: unknown column {cells[i]!r}; a pixel CSV has a label "
+                    "column and pixel columns (pixel0, pixel1, ... or 1x1, 1x2, ...)"
+                )
+    if width < 2:
+        raise DatasetError(f"{file.name}, line {number}: a row needs a label and pixel values")
+    shape = parse_pixel_shape(cfg.pixel_shape, width - 1, file.name)
+    names: list[str] = []
+    pixels: list[np.ndarray] = []
+    for number, cells in (*pending, *rows):
+        if len(cells) != width:
+            raise DatasetError(
+                f"{file.name}, line {number}: expected {width} values (a label and {width - 1} "
+                f"pixels), got {len(cells)}"
+            )
+        label = cells[label_col]
+        values = cells[:label_col] + cells[label_col + 1 :]
+        try:
+            row = np.asarray(values, dtype=np.float64)
+        except ValueError:
+            bad = next(v for v in values if not _is_number(v))
+            raise DatasetError(
+                f"{file.name}, line {number}: {bad!r} is not a pixel value"
+            ) from None
+        if not label:
+            raise DatasetError(f"{file.name}, line {number}: the label is empty")
+        if row.min() < 0 or row.max() > 255 or np.any(row != np.round(row)):
+            raise DatasetError(
+                f"{file.name}, line {number}: pixel values must be whole numbers 0–255"
+            )
+        names.append(label)
+        pixels.append(row.astype(np.uint8))
+    if not names:
+        raise DatasetError(f"{file.name} has a header but no rows")
+    classes = _sorted_labels(names)
+    if len(classes) < 2:
+        raise DatasetError(f"{file.name} has a single label ({classes[0]}); a classifier needs two")
+    index = {c: k for k, c in enumerate(classes)}
+    x = np.stack(pixels).reshape(-1, *shape)
+    y = np.asarray([index[n] for n in names], np.int32)
+    return in_memory_dataset(classes, x, y, None, None, cfg)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 LOADERS = {
     "shapes": load_shapes,
     "digits": load_digits,
@@ -491,4 +783,7 @@ LOADERS = {
     "cifar100": load_cifar,
     "folder": load_folder,
     "upload": load_upload,
+    "dataset": load_built_dataset,
+    "csv_files": load_csv_files,
+    "pixel_csv": load_pixel_csv,
 }

@@ -247,6 +247,9 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def __init__(self, filepath: str | Path, **kwargs):
         super().__init__(str(filepath), **kwargs)
         self.final_path = Path(filepath)
+        # The model written, when it is not the one being fit: a head trained on cached
+        # features shares its layers with the whole model (backbone + head) saved here.
+        self.saved_model = None
 
     def _save_model(self, epoch, batch, logs):
         if self.monitor_op is None:
@@ -256,7 +259,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             return
         tmp = self.final_path.with_name(f".tmp-{os.getpid()}-{self.final_path.name}")
         try:
-            self.model.save(str(tmp), include_optimizer=False)
+            (self.saved_model or self.model).save(str(tmp), include_optimizer=False)
             os.replace(tmp, self.final_path)
         finally:
             if tmp.exists():
@@ -269,11 +272,12 @@ class LastWeights(keras.callbacks.Callback):
     def __init__(self, filepath: str | Path):
         super().__init__()
         self.path = Path(filepath)
+        self.saved_model = None  # as AtomicModelCheckpoint.saved_model
 
     def on_epoch_end(self, epoch, logs=None):
         tmp = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
         try:
-            self.model.save_weights(str(tmp))
+            (self.saved_model or self.model).save_weights(str(tmp))
             os.replace(tmp, self.path)
         finally:
             if tmp.exists():

@@ -41,6 +41,7 @@ from lib import runstore
 from lib.config import RunConfig, TrainConfig
 from lib.errors import KestrelError
 from lib.progress import EndEvent, MetricsEvent, PhaseEvent, append_event
+from lib.training import transfer
 from lib.training.callbacks import ProgressWriter, build_callbacks
 from lib.training.resume import (
     best_epoch,
@@ -346,6 +347,7 @@ def record_results(
     started: float,
     first_attempt_epoch: int | None,
     phase: Callable[[str], None],
+    path_facts: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Evaluate the best weights and write metrics.json and predictions.npz.
 
@@ -379,6 +381,9 @@ def record_results(
         # Views (Compare, the registry) read these instead of reloading data or the model.
         "class_names": list(ds.class_names),
         "params": int(model.count_params()),
+        # "images", or "cached_features" (lib.training.transfer) with the cache's facts
+        "training_path": "images",
+        **(path_facts or {}),
     }
     probs = predict_held_out(model, data, tc, distributed=not _multi_worker(hw))
     for name, split_probs in probs.items():
@@ -399,7 +404,23 @@ def record_results(
         except Exception as exc:  # predictions are a convenience: never fail the run
             warnings.append(f"predictions could not be computed: {type(exc).__name__}: {exc}")
             traceback.print_exc()
+        warnings += fit_unknown_detection(run_dir, model, ds, phase)
     return metrics, warnings
+
+
+def fit_unknown_detection(run_dir: Path, model, dataset, phase) -> list[str]:
+    """Fit lib.ood's statistics into the run folder; a failure is a warning, never a failed run."""
+    from lib import ood
+
+    phase("fitting unknown detection")
+    try:
+        ood.fit_for_run(run_dir, model, dataset)
+    except ood.OODError as exc:  # too little data: the model predicts without it
+        phase(f"no unknown detection: {exc}")
+    except Exception as exc:
+        traceback.print_exc()
+        return [f"unknown detection could not be fitted: {type(exc).__name__}: {exc}"]
+    return []
 
 
 def _multi_worker(hw) -> bool:
@@ -518,10 +539,17 @@ def _train(
             else f"building model (resuming at epoch {resume.epoch + 1})"
         )
         model = build_and_compile(cfg, data, hw)
-        phase("training")
-        train_seconds, progress = fit(
-            run_dir, cfg, model, data, resume, echo=echo, extra_callbacks=extra_callbacks
-        )
+        path_facts: dict[str, Any] = {}
+        if transfer.cached_path_reason(cfg) is None:
+            phase("training on cached backbone features")
+            train_seconds, progress, path_facts = transfer.fit_cached(
+                run_dir, cfg, model, data, resume, hw, echo=echo, extra_callbacks=extra_callbacks
+            )
+        else:
+            phase("training")
+            train_seconds, progress = fit(
+                run_dir, cfg, model, data, resume, echo=echo, extra_callbacks=extra_callbacks
+            )
     except Exception as exc:
         message = failure_message(exc, run_dir, cfg)
         if message is None:
@@ -545,6 +573,7 @@ def _train(
         started=started,
         first_attempt_epoch=progress.initial_epoch,
         phase=phase,
+        path_facts=path_facts,
     )
     # backup/ stays: lib.jobs removes it once status.json says "completed", so a kill
     # before that leaves a run that resumes (and finishes) instead of retraining.
