@@ -417,7 +417,12 @@ def run_here(path: Path, *, echo: bool = True, claim: bool = True) -> int:
     try:
         from lib.training import train_run
 
-        outcome = train_run(path, echo=echo)
+        extra = []
+        if (path / runstore.TRIAL_FILE).is_file():  # a tuning trial: report to its study
+            from lib.tuning import run_callbacks
+
+            extra = run_callbacks(path)
+        outcome = train_run(path, echo=echo, extra_callbacks=extra)
         state, error, warning = outcome.state, outcome.error, outcome.warning
     except BaseException as exc:  # record every way a run can end, then exit non-zero
         traceback.print_exc()

@@ -16,6 +16,7 @@ Layout of ``<workspace>/runs/<run_id>/``::
     log.txt          the worker's stdout and stderr
     lr_plan.json     the planned learning-rate curve (for the LR chart)
     stop.request     present while a graceful stop is asked for
+    trial.json       a tuning trial's run: its study, storage and trial number (lib.tuning)
 
 Files are written to a temporary name and renamed, so a reader never sees half a
 file and a crash never leaves a half-written one behind as if complete.
@@ -53,6 +54,7 @@ PREDICTIONS_FILE = "predictions.npz"
 LOG_FILE = "log.txt"
 LR_PLAN_FILE = "lr_plan.json"
 STOP_FILE = "stop.request"
+TRIAL_FILE = "trial.json"
 
 # Inside BACKUP_DIR: keras.callbacks.BackupAndRestore's pair, and the suffix of the
 # copy of the previous pair that lib.training keeps (a kill mid-write leaves one good).
