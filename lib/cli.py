@@ -129,6 +129,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib", description="Kestrel command line")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_tuning(sub)
     train = sub.add_parser("train", help="train a run headless")
     train.add_argument("config", nargs="?", help="RunConfig JSON file")
     train.add_argument("--run-dir", help="run folder (default: a new one in the workspace)")
@@ -151,3 +152,52 @@ def main(argv: list[str] | None = None) -> int:
     except KestrelError as exc:  # JobError, WorkspaceError: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+# ---------------------------------------------------------------- tuning (lib.tuning, lib.lr_finder)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lib import tuning
+
+    spec = tuning.StudySpec.load(args.study)
+    if args.storage:
+        spec = dataclasses.replace(spec, storage=args.storage)
+    print(f"study {spec.name}: {spec.n_trials} trials, {args.workers} worker(s)", flush=True)
+    folder = tuning.run_study(spec, workers=args.workers)
+    study = tuning.load_study(spec, folder)
+    print(tuning.format_trials(tuning.trial_rows(study)))
+    best = tuning.best_trial(study)
+    if best is not None:
+        print(f"best: trial {best.number}, val accuracy {best.value:.4f}, run {best_run(best)}")
+    return 0
+
+
+def best_run(trial) -> str:
+    return trial.user_attrs.get("run_id", "-")
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from lib import lr_finder
+
+    config = RunConfig.load(args.config)
+    result = lr_finder.find_lr(config, steps=args.steps, echo=True)
+    if args.out:
+        result.save(Path(args.out))
+    print(f"suggested learning rate: {result.suggestion:.3g}")
+    return 0
+
+
+def _add_tuning(sub) -> None:
+    tune = sub.add_parser("tune", help="run a hyperparameter study (Optuna)")
+    tune.add_argument("study", help="STUDY.json: name, base recipe, search space, budget")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune.add_argument("--storage", help="SQLAlchemy URL shared by several machines")
+    tune.set_defaults(func=cmd_tune)
+    lrf = sub.add_parser("lr-find", help="learning-rate range test of a recipe")
+    lrf.add_argument("config", help="RunConfig JSON file")
+    lrf.add_argument("--steps", type=int, default=200, help="steps of the sweep")
+    lrf.add_argument("--out", help="write the curve and suggestion to this JSON file")
+    lrf.set_defaults(func=cmd_lr_find)
