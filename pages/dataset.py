@@ -12,6 +12,7 @@ import time
 
 import streamlit as st
 
+from lib import datasets as built_store
 from lib.config import DataConfig
 from lib.data import DatasetError, load_dataset
 from lib.data import uploads as upload_store
@@ -31,15 +32,27 @@ MAX_SAMPLE_CLASSES = 12  # classes shown at once in the sample grid
 IMAGE_TYPES = sorted({ext.lstrip(".") for ext in EXTENSIONS})
 PENDING = "dataset_pending_source"  # why the picked source is not in use yet, or None
 PATH_KEY = ui.DATA_FIELD + "path"
+TYPED_PATH = ("folder", "csv_files", "pixel_csv")  # sources whose path is typed in the box
+PATH_HINTS = {  # source: (placeholder, help)
+    "folder": ("/data/flowers", "One sub-folder per class, images inside (any depth). Read in "
+               "place, never loaded whole."),
+    "csv_files": ("/data/flowers/labels.csv", "A CSV or TSV of file,label[,split] rows (a "
+                  "header line is optional). Files are relative to the labels file's folder, "
+                  "or to a folder named like it (train.csv → train/)."),
+    "pixel_csv": ("/data/mnist_train.csv", "One image per row: a label column, then the "
+                  "pixel values 0–255 row by row (MNIST-style label,pixel0,…,pixelN)."),
+}  # fmt: skip
 
 
 def _seed_path(draft, force: bool) -> None:
     """The folder box and the upload picker both edit DataConfig.path; seed the right one."""
     data = draft.data
     if force or PATH_KEY not in st.session_state:
-        st.session_state[PATH_KEY] = data.path if data.source == "folder" else ""
+        st.session_state[PATH_KEY] = data.path if data.source in TYPED_PATH else ""
     if force or ui.DATA_UPLOAD_PICK not in st.session_state:
         st.session_state[ui.DATA_UPLOAD_PICK] = data.path if data.source == "upload" else None
+    if force or ui.DATA_BUILT_PICK not in st.session_state:
+        st.session_state[ui.DATA_BUILT_PICK] = data.path if data.source == "dataset" else None
 
 
 def _build(draft):
@@ -47,13 +60,22 @@ def _build(draft):
     s = st.session_state
     source = s[ui.DATA_FIELD + "source"]
     base = draft.data.replace(source="shapes")  # a neutral base: the path check comes below
-    names = [*COMMON, "shapes_count", "shapes_size"]
+    names = [*COMMON, "shapes_count", "shapes_size", "pixel_shape"]
     cfg = forms.read_widgets(DataConfig, base, ui.DATA_FIELD, names)
     path = ""
-    if source == "folder":
+    if source in TYPED_PATH:
         path = str(s.get(PATH_KEY, "")).strip()
         if not path:
-            raise LookupError("type the folder's path on the server")
+            what = "folder" if source == "folder" else "CSV file"
+            raise LookupError(f"type the {what}'s path on the server")
+    elif source == "dataset":
+        path = s.get(ui.DATA_BUILT_PICK) or ""
+        if not path:
+            refs = built_refs()
+            path = refs[0] if refs else ""
+            s[ui.DATA_BUILT_PICK] = path or None
+        if not path:
+            raise LookupError("build a dataset on the Build a dataset page first")
     elif source == "upload":
         path = s.get(ui.DATA_UPLOAD_PICK) or ""
         if not path:  # the picker shows the newest upload first: use what it will show
@@ -158,8 +180,10 @@ def upload_label(manifest: dict) -> str:
 def _upload_picker(uploads: list[dict]) -> None:
     ids = [m["id"] for m in uploads]
     labels = {m["id"]: upload_label(m) for m in uploads}
-    if ids and st.session_state.get(ui.DATA_UPLOAD_PICK) not in ids:
-        st.session_state[ui.DATA_UPLOAD_PICK] = ids[0]
+    picked = st.session_state.get(ui.DATA_UPLOAD_PICK)
+    # The picker holds an id; putting it back on every run makes the browser show the
+    # current label (a rename changes it) instead of keeping the old text.
+    st.session_state[ui.DATA_UPLOAD_PICK] = picked if picked in ids else (ids[0] if ids else None)
     forms.mark_bound(DataConfig, "path")
     st.selectbox("Upload", ids, format_func=lambda i: labels.get(i, i), key=ui.DATA_UPLOAD_PICK,
                  on_change=_commit,
@@ -168,7 +192,12 @@ def _upload_picker(uploads: list[dict]) -> None:
     if not picked:
         return
     manifest = next(m for m in uploads if m["id"] == picked)
-    st.session_state[ui.DATA_UPLOAD_NAME] = manifest.get("display_name") or picked
+    if (
+        st.session_state.get(ui.DATA_UPLOAD_NAME_OF) != picked
+        or ui.DATA_UPLOAD_NAME not in st.session_state
+    ):
+        st.session_state[ui.DATA_UPLOAD_NAME] = manifest.get("display_name") or picked
+        st.session_state[ui.DATA_UPLOAD_NAME_OF] = picked
     st.text_input("Name of this upload", key=ui.DATA_UPLOAD_NAME, on_change=_rename_upload,
                   max_chars=80)  # fmt: skip
     st.button("Delete this upload", key=ui.DATA_UPLOAD_DELETE, icon=":material/delete:",
@@ -183,6 +212,25 @@ def _upload_picker(uploads: list[dict]) -> None:
                   on_click=lambda: st.session_state.pop(ui.DATA_UPLOAD_DELETE_ASK, None))  # fmt: skip
 
 
+def built_refs() -> list[str]:
+    """Every version of every built dataset, newest first (``name@N``)."""
+    return [
+        built_store.dataset_ref(d["name"], v)
+        for d in built_store.list_datasets()
+        for v in reversed(d["versions"])
+    ]
+
+
+def _built_picker() -> None:
+    refs = built_refs()
+    if refs and st.session_state.get(ui.DATA_BUILT_PICK) not in refs:
+        st.session_state[ui.DATA_BUILT_PICK] = refs[0]
+    forms.mark_bound(DataConfig, "path")
+    st.selectbox("Dataset version", refs, key=ui.DATA_BUILT_PICK, on_change=_commit,
+                 placeholder="none yet — use the Build a dataset page",
+                 help="A run records the version it trains on; every edit makes a new one.")  # fmt: skip
+
+
 def _field(name: str, container=None, **kwargs) -> None:
     forms.field(DataConfig, name, "data", container=container, on_change=_commit, **kwargs)
 
@@ -194,14 +242,18 @@ def _form(uploads: list[dict]) -> None:
         c1, c2 = st.columns(2)
         _field("shapes_count", c1)
         _field("shapes_size", c2)
-    elif source == "folder":
+    elif source in TYPED_PATH:
         forms.mark_bound(DataConfig, "path")
-        st.text_input(forms.label(DataConfig, "path"), key=PATH_KEY, placeholder="/data/flowers",
-                      on_change=_commit,
-                      help="One sub-folder per class, images inside (any depth). Read in "
-                           "place, never loaded whole. Readable folders: "
+        placeholder, hint = PATH_HINTS[source]
+        label = forms.label(DataConfig, "path") if source == "folder" else "CSV file on the server"
+        st.text_input(label, key=PATH_KEY, placeholder=placeholder, on_change=_commit,
+                      help=hint + " Readable folders: "
                            + ", ".join(str(r) for r in data_roots())
                            + " (set KESTREL_DATA_ROOTS to share others).")  # fmt: skip
+        if source == "pixel_csv":
+            _field("pixel_shape")
+    elif source == "dataset":
+        _built_picker()
     elif source == "upload":
         _upload_picker(uploads)
     elif source in OWN_TEST:

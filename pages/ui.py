@@ -77,7 +77,9 @@ MODEL_SHOW_BACKBONE = "model_show_backbone_layers"  # toggle: list a backbone's 
 # Dataset page
 DATA_FIELD = "dataset_field_"  # + DataConfig field name: the form's widgets
 DATA_UPLOAD_PICK = "dataset_upload_pick"  # selectbox: one of the stored uploads
+DATA_BUILT_PICK = "dataset_built_pick"  # selectbox: a built dataset version (name@N)
 DATA_UPLOAD_NAME = "dataset_upload_name"  # text input: the picked upload's display name
+DATA_UPLOAD_NAME_OF = "dataset_upload_name_of"  # the upload id the name box was filled for
 DATA_UPLOAD_DELETE = "dataset_upload_delete"  # button: delete the picked upload (asks first)
 DATA_UPLOAD_DELETE_ASK = "dataset_upload_delete_ask"  # upload id awaiting confirmation
 DATA_UPLOAD_DELETE_YES = "dataset_upload_delete_yes"
@@ -123,6 +125,47 @@ EVAL_ROBUSTNESS_START = "evaluate_robustness_start"  # button: compute the robus
 EVAL_ROBUSTNESS_HARDEN = "evaluate_robustness_harden"  # button: clone the run, hardened
 EVAL_ROBUSTNESS_METHOD = "evaluate_robustness_method"  # selectbox: how the clone is hardened
 EVAL_ROBUSTNESS_NOTICE = "evaluate_robustness_notice"  # message after a start or clone
+
+# Build a dataset page (per-class widgets: prefix + class name)
+BUILD_PICK = "build_dataset_pick"  # selectbox: the dataset being built
+BUILD_NEW_NAME = "build_new_name"  # text input: a new dataset's name
+BUILD_CREATE = "build_create"  # button: create it
+BUILD_MSG = "build_message"  # ("success" | "error", text) after the last edit
+BUILD_CLASS_NEW = "build_class_new"  # text input: a new class's name
+BUILD_CLASS_ADD = "build_class_add"  # button: add the class
+BUILD_FILES = "build_files_"  # + class: file uploader (many images)
+BUILD_FILES_ADD = "build_files_add_"  # + class: button, store the uploaded images
+BUILD_CAMERA = "build_camera_"  # + class + capture number: camera input
+BUILD_CAMERA_N = "build_camera_count"  # {class: captures stored}: a fresh camera after each
+BUILD_CAMERA_ADD = "build_camera_add_"  # + class: button, store the capture
+BUILD_RENAME = "build_rename_"  # + class: text input, the new name
+BUILD_RENAME_BTN = "build_rename_btn_"  # + class: button
+BUILD_DELETE = "build_delete_"  # + class: button
+BUILD_REMOVE = "build_remove_"  # + class: multiselect of images to remove
+BUILD_REMOVE_BTN = "build_remove_btn_"  # + class: button
+BUILD_MERGE_FROM = "build_merge_from"  # multiselect: classes merged
+BUILD_MERGE_TO = "build_merge_to"  # text input: the class they become
+BUILD_MERGE_BTN = "build_merge_btn"
+BUILD_IMPORT_PICK = "build_import_pick"  # selectbox: an upload to copy in
+BUILD_IMPORT_BTN = "build_import_btn"
+BUILD_USE = "build_use"  # button: train on this version (the draft's dataset)
+
+# Data health page, the Evaluate galleries' label actions, the Compare page's run diff
+HEALTH_TARGET = "health_target"  # selectbox: the run or dataset to check
+HEALTH_START = "health_start"  # button: start a check
+HEALTH_PICK = "health_check_pick"  # selectbox: the check being reviewed
+HEALTH_ISSUES = "health_issue_filter"  # multiselect: issue types in the queue
+HEALTH_POS = "health_queue_position"  # {check id: position in the queue}
+HEALTH_RELABEL_TO = "health_relabel_to"  # selectbox: the class a relabel uses
+HEALTH_ACT = "health_act_"  # + relabel/exclude/keep/prev/next: the review buttons
+HEALTH_SAVE = "health_save_version"  # button: save the decisions as a dataset version
+HEALTH_RETRAIN = "health_retrain"  # button: clone the recipe onto the cleaned version
+HEALTH_MSG = "health_message"  # (kind, text) of the last action's outcome
+HEALTH_SAVED = "health_saved_version"  # {check id: DataConfig JSON of its cleaned version}
+EVAL_FIX = "evaluate_fix_"  # + image position + action: relabel/exclude under a gallery image
+EVAL_FIX_TO = "evaluate_fix_to_"  # + image position: the class a relabel uses
+COMPARE_DIFF_A = "compare_diff_before"  # selectbox: run A of the run diff
+COMPARE_DIFF_B = "compare_diff_after"  # selectbox: run B of the run diff
 
 
 def ensure_router() -> None:

@@ -263,3 +263,51 @@ def test_weights_that_cannot_be_had_are_refused_at_start_in_the_model_pages_word
     assert "Not started" in refusal and "Initial weights to 'random'" in refusal, refusal
     assert model_page_words.group(0).split(" (")[0] in refusal
     assert _run_ids() == before, "a run was queued although its weights cannot be had"
+
+
+def _zip_of_pngs(path, classes: dict[str, int]) -> None:
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, n in classes.items():
+            for i in range(n):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+                zf.writestr(f"{name}/{i}.png", buf.getvalue())
+
+
+def test_an_upload_keeps_its_name_and_survives_a_reload_and_a_rename(
+    streamlit_server, page, steps, tmp_path
+):
+    from helpers import upload
+
+    archive = tmp_path / "holiday pets.zip"
+    _zip_of_pngs(archive, {"cats": 12, "dogs": 12})
+    open_page(page, streamlit_server, "dataset")
+    page.get_by_text("Upload images").first.click()
+    wait_idle(page)
+    upload(page, "Zip archive", str(archive))
+    click(page, "Store zip")
+    wait_for_text(page, r"Stored holiday pets\.zip and selected it")
+    steps(page, "uploaded")
+    assert _combo(page, "Upload").startswith("holiday pets · 2 classes · 24 images"), _combo(
+        page, "Upload"
+    )
+    assert "uploaded set" in _sidebar(page)
+
+    page.reload()  # the bug this guards against: a reload went back to the shapes
+    wait_idle(page)
+    assert_healthy(page)
+    assert "uploaded set" in _sidebar(page) and "shapes" not in _sidebar(page), _sidebar(page)
+    assert _combo(page, "Upload").startswith("holiday pets")
+
+    _type_enter(page, "textbox", "Name of this upload", "pets, renamed")
+    steps(page, "renamed")
+    assert _combo(page, "Upload").startswith("pets, renamed · 2 classes"), _combo(page, "Upload")
+    navigate(page, "Train")
+    wait_for_text(page, r"Dataset · uploaded set")
