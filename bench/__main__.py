@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "progress": ("bench.bench_progress", "progress streaming overhead: Kestrel callbacks vs plain fit"),
     "predict": ("bench.bench_predict", "single-image prediction latency, p50/p95"),
     "gradcam": ("bench.bench_gradcam", "Grad-CAM localisation: map peak inside the shape's box"),
+    "ood": ("bench.bench_ood", "unknown detection: AUROC and FPR at 95 % TPR per score and set"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
     "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),

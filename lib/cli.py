@@ -6,6 +6,8 @@ Usage::
     python -m lib train --run-dir DIR              # (re)start the run in DIR (resumes)
     python -m lib runs                             # list the runs of the workspace
     python -m lib stop RUN_ID | resume RUN_ID
+    python -m lib ood fit MODEL                    # unknown detection for a model or run
+    python -m lib robustness RUN_ID                # the robustness report of a run
 
 Runs are written to the workspace (``$KESTREL_HOME/runs``) unless ``--run-dir``
 says otherwise, so runs made here appear in the UI. With ``TF_CONFIG`` set the
@@ -126,6 +128,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ood_fit(args: argparse.Namespace) -> int:
+    from lib import ood
+
+    print(ood.fit_model(args.model))
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from lib import robustness
+
+    return robustness.run_report_here(args.run_id, echo=True)
+
+
+def _add_unknown_and_robustness(sub) -> None:
+    ood = sub.add_parser("ood", help="unknown detection").add_subparsers(dest="ood", required=True)
+    fit = ood.add_parser("fit", help="fit unknown detection for a model (registry name or run id)")
+    fit.add_argument("model")
+    fit.set_defaults(func=cmd_ood_fit)
+    rob = sub.add_parser("robustness", help="compute a run's robustness report")
+    rob.add_argument("run_id")
+    rob.set_defaults(func=cmd_robustness)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib", description="Kestrel command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="queue a stopped or failed run again")
     res.add_argument("run_id")
     res.set_defaults(func=cmd_resume)
+    _add_unknown_and_robustness(sub)
     return parser
 
 

@@ -41,6 +41,16 @@ class Prediction:
     class_index: int  # argmax
     top_k: tuple[tuple[str, float], ...]  # (class name, probability), best first
     seconds: float  # model time for this image (its share of a batch)
+    # Unknown detection (lib.ood), when the model has it: the score, the card's
+    # threshold and the classes nearest in feature space. The class is unchanged.
+    unknown_score: float | None = None
+    threshold: float | None = None
+    nearest: tuple[tuple[str, float], ...] = ()
+
+    def is_unknown(self, threshold: float | None = None) -> bool:
+        """Whether the image is unlike the training classes (at ``threshold`` or the card's)."""
+        limit = self.threshold if threshold is None else threshold
+        return self.unknown_score is not None and limit is not None and self.unknown_score > limit
 
     @property
     def label(self) -> str:
@@ -91,13 +101,15 @@ class Predictor:
     Args:
         model: a Keras model taking float32 raw pixels (B, H, W, C).
         card: its card (input shape, class names, output kind).
+        detector: unknown detection (lib.ood.Detector) fitted for this model, if any.
     """
 
-    def __init__(self, model: Any, card: ModelCard):
+    def __init__(self, model: Any, card: ModelCard, detector: Any = None):
         import tensorflow as tf
 
         self.model = model
         self.card = card
+        self.detector = detector
         h, w, c = card.input_shape
         self._lock = threading.Lock()
         # One trace serves every batch size; training=False fixes dropout/BN.
@@ -105,6 +117,15 @@ class Predictor:
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)],
         )
+        self._call_features = None
+        if detector is not None:
+            from lib.ood import feature_model
+
+            both = feature_model(model)
+            self._call_features = tf.function(
+                lambda x: both(x, training=False),
+                input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)],
+            )
         self._warm = False
 
     def warm_up(self) -> None:
@@ -112,13 +133,22 @@ class Predictor:
         if not self._warm:
             with self._lock:
                 if not self._warm:
-                    self.raw_logits(np.zeros((1, *self.card.input_shape), np.uint8))
+                    zeros = np.zeros((1, *self.card.input_shape), np.uint8)
+                    self.raw_logits(zeros)
+                    if self._call_features is not None:
+                        self.features_and_logits(zeros)
                     self._warm = True
 
     def raw_logits(self, batch: np.ndarray) -> np.ndarray:
         """Model outputs for an already preprocessed uint8/float batch (B, H, W, C)."""
         x = np.asarray(batch, np.float32)
         return np.asarray(self._call(x), np.float32)
+
+    def features_and_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features (B, D) and outputs (B, K) of a preprocessed batch (needs a detector)."""
+        features, logits = self._call_features(np.asarray(batch, np.float32))
+        features = np.asarray(features, np.float32).reshape(len(batch), -1)
+        return features, np.asarray(logits, np.float32)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities (B, K) for a preprocessed batch."""
@@ -143,6 +173,8 @@ class Predictor:
             return []
         self.warm_up()
         batch = self.prepare(images)
+        if self.detector is not None:
+            return self._predict_with_detection(batch, k)
         probs_parts = []
         t0 = time.perf_counter()
         for start in range(0, len(batch), MAX_BATCH):
@@ -150,6 +182,32 @@ class Predictor:
         per_image = (time.perf_counter() - t0) / len(batch)
         probs = np.concatenate(probs_parts)
         return [self._result(p, k, per_image) for p in probs]
+
+    def _predict_with_detection(self, batch: np.ndarray, k: int) -> list[Prediction]:
+        """Classify and score for unknown detection in one graph call per chunk."""
+        import dataclasses
+
+        feats, logits = [], []
+        t0 = time.perf_counter()
+        for start in range(0, len(batch), MAX_BATCH):
+            f, z = self.features_and_logits(batch[start : start + MAX_BATCH])
+            feats.append(f)
+            logits.append(z)
+        per_image = (time.perf_counter() - t0) / len(batch)
+        features, out = np.concatenate(feats), np.concatenate(logits)
+        probs = out if self.card.output == "probabilities" else softmax(out)
+        scores = self.detector.score(features, out)
+        nearest = self.detector.nearest_classes(features, k=3)
+        threshold = self.detector.threshold()
+        return [
+            dataclasses.replace(
+                self._result(p, k, per_image),
+                unknown_score=float(s),
+                threshold=threshold,
+                nearest=tuple(n),
+            )
+            for p, s, n in zip(probs, scores, nearest, strict=True)
+        ]
 
     def predict_one(self, image: np.ndarray, k: int = 5) -> Prediction:
         return self.predict([image], k)[0]
@@ -174,7 +232,7 @@ def get_predictor(entry: ModelEntry) -> Predictor:
     with _predictors_lock:
         predictor = _predictors.get(key)
     if predictor is None:
-        predictor = Predictor(load_model_file(path), entry.card)
+        predictor = Predictor(load_model_file(path), entry.card, _detector_for(entry))
         predictor.warm_up()
         settle_garbage_collector()
         with _predictors_lock:
@@ -182,6 +240,21 @@ def get_predictor(entry: ModelEntry) -> Predictor:
             while len(_predictors) > PREDICTOR_CACHE_SIZE:
                 _predictors.pop(next(iter(_predictors)))
     return predictor
+
+
+def _detector_for(entry: ModelEntry) -> Any:
+    """The unknown-detection statistics stored beside the model, if its card has them."""
+    if not entry.card.unknown or entry.source == "upload":
+        return None
+    from lib import ood
+
+    try:
+        return ood.load_beside(entry.model_path)
+    except ood.OODError as exc:  # a damaged file: predict without detection, and say why
+        import logging
+
+        logging.getLogger(__name__).warning("%s", exc)
+        return None
 
 
 def settle_garbage_collector() -> None:
@@ -328,11 +401,16 @@ def thumbnail_data_url(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def results_rows(names: list[str], predictions: list[Prediction], k: int = 3) -> list[dict]:
-    """One row per image for the results table and its CSV."""
+def results_rows(
+    names: list[str], predictions: list[Prediction], k: int = 3, threshold: float | None = None
+) -> list[dict]:
+    """One row per image for the results table and its CSV (``threshold``: unknown detection's)."""
     rows = []
     for name, pred in zip(names, predictions, strict=True):
         row = {"file": name, "prediction": pred.label, "confidence": round(pred.confidence, 4)}
+        if pred.unknown_score is not None:
+            row["unknown"] = pred.is_unknown(threshold)
+            row["unknown_score"] = round(pred.unknown_score, 4)
         for i, (cls, p) in enumerate(pred.top_k[1:k], 2):  # top 1 is the prediction
             row[f"top{i}"] = cls
             row[f"top{i}_prob"] = round(p, 4)

@@ -77,6 +77,9 @@ class ModelCard:
     description: str = ""
     source_run: str = ""  # run id the model came from, if any
     format: int = CARD_FORMAT
+    # Unknown detection (lib.ood.Detector.summary): score, definition, threshold and
+    # the statistics file beside the model; empty when none was fitted.
+    unknown: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -120,6 +123,8 @@ class ModelCard:
             raise RegistryError(f"{where}: input_shape must be [height, width, 1 or 3]")
         kwargs["class_names"] = tuple(names)
         kwargs["input_shape"] = tuple(shape)
+        if not isinstance(kwargs.get("unknown", {}), dict):
+            raise RegistryError(f"{where}: unknown must be a JSON object")
         if kwargs.get("output", "logits") not in ("logits", "probabilities"):
             raise RegistryError(f"{where}: output must be 'logits' or 'probabilities'")
         return cls(**kwargs)
@@ -256,7 +261,21 @@ def card_for_run(run_dir: Path, name: str = "") -> ModelCard:
         keras_version=_version("keras"),
         tensorflow_version=_version("tensorflow"),
         source_run=run_dir.name,
+        unknown=_unknown_summary(run_dir),
     )
+
+
+def _unknown_summary(folder: Path) -> dict[str, Any]:
+    """The ``unknown`` card block from the ood.npz in ``folder``, or {} if none (or unreadable)."""
+    from lib import ood
+
+    if not (Path(folder) / ood.STATS_FILE).is_file():
+        return {}
+    try:
+        return ood.Detector.load(Path(folder) / ood.STATS_FILE).summary()
+    except ood.OODError as exc:
+        log.warning("%s", exc)
+        return {}
 
 
 def run_entry(run_dir: Path) -> ModelEntry:
@@ -305,6 +324,8 @@ def save_run_to_registry(run_dir: Path, name: str) -> Path:
     try:
         tmp.mkdir()
         shutil.copyfile(run_dir / runstore.MODEL_FILE, tmp / MODEL_FILE)
+        if card.unknown:  # the unknown-detection statistics travel with the model
+            shutil.copyfile(run_dir / runstore.OOD_FILE, tmp / runstore.OOD_FILE)
         runstore.atomic_write_json(tmp / CARD_FILE, card.to_dict())
         if target.exists():  # a save of the same name finished meanwhile
             raise RegistryError(f"a model named {clean!r} already exists in the registry")

@@ -17,6 +17,9 @@ Layout of ``<workspace>/runs/<run_id>/``::
     lr_plan.json     the planned learning-rate curve (for the LR chart)
     stop.request     present while a graceful stop is asked for
     trial.json       a tuning trial's run: its study, storage and trial number (lib.tuning)
+    ood.npz          unknown-detection statistics (lib.ood): class means, precision, threshold
+    robustness.json  the robustness report (lib.robustness): accuracy per corruption and attack
+    robustness/      the report job's status.json, progress and log
 
 Files are written to a temporary name and renamed, so a reader never sees half a
 file and a crash never leaves a half-written one behind as if complete.
@@ -55,6 +58,9 @@ LOG_FILE = "log.txt"
 LR_PLAN_FILE = "lr_plan.json"
 STOP_FILE = "stop.request"
 TRIAL_FILE = "trial.json"
+OOD_FILE = "ood.npz"
+ROBUSTNESS_FILE = "robustness.json"
+ROBUSTNESS_DIR = "robustness"
 
 # Inside BACKUP_DIR: keras.callbacks.BackupAndRestore's pair, and the suffix of the
 # copy of the previous pair that lib.training keeps (a kill mid-write leaves one good).

@@ -245,7 +245,68 @@ def _draw_sample(cfg):
 # ---------------------------------------------------------------- results
 
 
-def _detail(entry, predictor, name, image, pred, truth: str, k: int) -> None:
+def _unknown_threshold(entry: registry.ModelEntry, predictor) -> float | None:
+    """The unknown-detection threshold slider (None when the model has no detection)."""
+    detector = predictor.detector
+    if detector is None:
+        if entry.source != "upload":
+            st.caption(
+                "This model has no unknown detection yet: fit it with "
+                f"`python -m lib ood fit {escape_markdown(entry.name)}`."
+            )
+        return None
+    low, high = detector.score_range()
+    high += 0.25 * (high - low)  # room to accept everything the validation split holds
+    card_value = detector.threshold()
+    if st.session_state.get(ui.PRED_UNKNOWN_MODEL) != str(entry.model_path):
+        st.session_state[ui.PRED_UNKNOWN_MODEL] = str(entry.model_path)
+        st.session_state[ui.PRED_UNKNOWN_THRESHOLD] = card_value
+    threshold = st.slider(
+        "Unknown threshold",
+        min_value=float(low),
+        max_value=float(high),
+        step=float((high - low) / 400) or 0.01,
+        key=ui.PRED_UNKNOWN_THRESHOLD,
+        help=(
+            f"Images scoring above it are answered 'unknown'. Score: {detector.score_name} "
+            f"({ood_definition(detector)}). The card's threshold, {card_value:.3g}, keeps "
+            f"{detector.keep:.0%} of the validation images."
+        ),
+    )
+    st.caption(
+        f"At {threshold:.3g} this rejects **{detector.rejection_share(threshold):.1%}** of the "
+        f"validation images as unknown (the card's threshold {card_value:.3g} rejects "
+        f"{1 - detector.keep:.0%})."
+    )
+    return float(threshold)
+
+
+def ood_definition(detector) -> str:
+    from lib.ood import DEFINITIONS
+
+    return DEFINITIONS[detector.score_name]
+
+
+def _unknown_answer(pred, threshold: float | None) -> None:
+    """Say 'unknown' (with the score and the nearest classes) when the image is unlike the classes."""
+    if pred.unknown_score is None:
+        return
+    nearest = ", ".join(f"{escape_markdown(n)} ({d:.1f})" for n, d in pred.nearest)
+    if pred.is_unknown(threshold):
+        st.warning(
+            f"**Unknown: unlike the classes this model was trained on.** Score "
+            f"{pred.unknown_score:.3g} is above the threshold {threshold:.3g}. Nearest classes "
+            f"in feature space (distance): {nearest}.",
+            icon=":material/help:",
+        )
+    else:
+        st.caption(
+            f"Known: unknown-detection score {pred.unknown_score:.3g} is within the threshold "
+            f"{threshold:.3g}. Nearest classes: {nearest}."
+        )
+
+
+def _detail(entry, predictor, name, image, pred, truth: str, k: int, threshold=None) -> None:
     left, right = st.columns([1, 1])
     with left:
         show_cam = st.toggle("Grad-CAM overlay", value=False, key=ui.PRED_GRADCAM)
@@ -257,8 +318,11 @@ def _detail(entry, predictor, name, image, pred, truth: str, k: int) -> None:
             st.image(shown, caption=caption, width=IMAGE_WIDTH)
     with right:
         verdict = f"**{escape_markdown(pred.label)}** · {pred.confidence:.1%}"
+        if pred.is_unknown(threshold):
+            verdict = f"Closest class by the classifier: {verdict}"
         if truth:
             verdict += " ✓" if truth == pred.label else f" ✗ (true: {escape_markdown(truth)})"
+        _unknown_answer(pred, threshold)
         st.markdown(verdict)
         st.plotly_chart(top_k_figure(pred.top_k), key=ui.PRED_CHART, width="stretch")
 
@@ -291,8 +355,8 @@ def _grad_cam_view(entry, predictor, image, shown, caption: str) -> None:
     )
 
 
-def _table(names, images, preds) -> None:
-    rows = predict.results_rows(names, preds)
+def _table(names, images, preds, threshold=None) -> None:
+    rows = predict.results_rows(names, preds, threshold=threshold)
     csv_bytes = predict.results_csv(rows)
     table = [
         {"image": predict.thumbnail_data_url(img), **row}
@@ -414,6 +478,7 @@ k = st.slider(
     min(5, entry.card.num_classes),
     key=ui.PRED_TOP_K,
 )
+threshold = _unknown_threshold(entry, predictor)
 
 if images:
     t0 = time.perf_counter()
@@ -430,16 +495,19 @@ if images:
         f"the model alone took {preds[0].seconds * 1000:.2f} ms per image."
     )
     if len(images) == 1:
-        _detail(entry, predictor, names[0], images[0], preds[0], truths[0], k)
+        _detail(entry, predictor, names[0], images[0], preds[0], truths[0], k, threshold)
     else:
-        _table(names, images, preds)
+        _table(names, images, preds, threshold)
         i = st.selectbox(
             "Look closer at",
             range(len(names)),
-            format_func=lambda j: f"{j + 1}. {names[j]} ({preds[j].label})",  # options: plain text
+            format_func=lambda j: (
+                f"{j + 1}. {names[j]} "
+                f"({'unknown' if preds[j].is_unknown(threshold) else preds[j].label})"
+            ),  # options: plain text
             key=ui.PRED_DETAIL,
         )
-        _detail(entry, predictor, names[i], images[i], preds[i], truths[i], k)
+        _detail(entry, predictor, names[i], images[i], preds[i], truths[i], k, threshold)
 else:
     st.caption("Give an image above to see what the model thinks it is.")
 

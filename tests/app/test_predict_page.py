@@ -230,3 +230,49 @@ def test_export_tflite_shows_parity_beside_the_download(page):
     assert "fashion-mnist-demo.tflite" in " ".join(
         b.proto.label for b in page.get("download_button")
     )
+
+
+def _fashion_png(index: int = 0) -> bytes:
+    from lib.config import DataConfig
+    from lib.data import load_dataset
+
+    image = load_dataset(DataConfig(source="fashion_mnist")).splits["test"].images([index])[0]
+    buffer = io.BytesIO()
+    Image.fromarray(image[:, :, 0]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_uniform_noise_is_answered_unknown_with_score_and_nearest_classes(page):
+    slider = page.slider(key=ui.PRED_UNKNOWN_THRESHOLD)
+    assert "rejects **5.0%** of the validation images" in " ".join(m.value for m in page.caption)
+    page.file_uploader(key=ui.PRED_IMAGES).set_value(
+        ("noise.png", _image_bytes("PNG", (28, 28, 3), seed=4), "image/png")
+    )
+    page.run()
+    _ok(page)
+    warning = " ".join(w.value for w in page.warning)
+    assert "Unknown: unlike the classes this model was trained on" in warning
+    assert "Nearest classes" in warning and "Score" in warning
+    assert slider.value == pytest.approx(page.slider(key=ui.PRED_UNKNOWN_THRESHOLD).value)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed"
+)
+def test_the_threshold_slider_changes_the_answer_and_the_rejected_share(page):
+    page.file_uploader(key=ui.PRED_IMAGES).set_value(("coat.png", _fashion_png(0), "image/png"))
+    page.run()
+    _ok(page)
+    assert not page.warning, [w.value for w in page.warning]
+    assert "Known: unknown-detection score" in _captions(page)
+    slider = page.slider(key=ui.PRED_UNKNOWN_THRESHOLD)
+    slider.set_value(slider.min).run()  # the lowest threshold: everything is unknown
+    _ok(page)
+    assert "Unknown: unlike the classes" in " ".join(w.value for w in page.warning)
+    assert "rejects **100.0%** of the validation images" in _captions(page)
+    page.slider(key=ui.PRED_UNKNOWN_THRESHOLD).set_value(
+        page.slider(key=ui.PRED_UNKNOWN_THRESHOLD).max
+    ).run()
+    _ok(page)
+    assert not page.warning
+    assert "rejects **0.0%** of the validation images" in _captions(page)
