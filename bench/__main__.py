@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "progress": ("bench.bench_progress", "progress streaming overhead: Kestrel callbacks vs plain fit"),
     "predict": ("bench.bench_predict", "single-image prediction latency, p50/p95"),
     "gradcam": ("bench.bench_gradcam", "Grad-CAM localisation: map peak inside the shape's box"),
+    "decode": ("bench.bench_decode", "JPEG folder: streamed decode+resize vs a Pillow loop, images/s"),
     "ood": ("bench.bench_ood", "unknown detection: AUROC and FPR at 95 % TPR per score and set"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
     "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
@@ -289,7 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the benchmarks in this process (for debugging)",
     )
     g = p.add_argument_group("time_to_accuracy")
-    g.add_argument("--recipes", help="comma-separated: fast, accurate, tutorial")
+    g.add_argument("--recipes", help="comma-separated recipes; the tutorial baseline always runs")
     g.add_argument(
         "--budget",
         action="append",
@@ -299,6 +300,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--evals-per-epoch", type=int, help="test evaluations per epoch (default 2)")
     g.add_argument("--val-fraction", type=float, help="Kestrel recipes' validation share (0.1)")
+    g.add_argument("--repeats", type=int, help="trainings per recipe, interleaved (default 1)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-options", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -319,6 +321,7 @@ def options_from(args: argparse.Namespace) -> dict:
         "budgets": budgets or None,
         "evals_per_epoch": args.evals_per_epoch,
         "val_fraction": args.val_fraction,
+        "repeats": args.repeats,
     }
 
 
@@ -373,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     print(md_path.read_text(encoding="utf-8"))
+    if args.size == "full" and args.out == RESULTS_DIR:  # README's tables follow the results
+        from bench import readme_tables
+
+        print("README.md: " + ("updated" if readme_tables.update() else "already up to date"))
     return 1 if any("error" in e for e in results.values()) else 0
 
 

@@ -19,32 +19,12 @@ Three measurements, one process, on Fashion-MNIST (28x28x1) from its local IDX f
    runs in the tf.data map (CPU, overlapped with the step by prefetch) or as the
    model's first layers (inside the training step), against no augmentation.
 
-Figures on the development machine (2 cores, Intel Xeon with AVX-512, no GPU;
-TensorFlow 2.21, Keras 3.15.1), measured while other jobs kept the load average
-at 17-21, so wall-clock figures are several times lower than on an idle
-machine; per-CPU-second figures (this process's CPU time) are the steadier ones:
-
-- preview 8x4, strong preset: 0.82-0.91 s warm under that load (0.37 s with
-  the machine quieter), 58-63 s cold (the first TensorFlow import and trace).
-- throughput, images/s wall (per CPU second): batch 128: Kestrel 9 306
-  (29 582) vs ImageDataGenerator 859 (7 654): 10.8x (3.9x); batch 256:
-  6 090 (35 033) vs 1 102 (7 203): 5.5x (4.9x). Target >= 3x: met both ways.
-- placement, small CNN training, images/s wall (per CPU second):
-  batch 128: none 3 826 (3 907), tf.data map 1 690 (3 405), model layers
-  2 628 (3 516); batch 256: none 1 033 (3 471), map 839 (3 301), layers
-  1 559 (3 225). Per CPU second both placements cost the same (+-4 %); the
-  wall figures swing 2x between runs with the machine's load.
-
-Decision: augmentation runs in the tf.data map. On a CPU the work per image
-is the same in both placements (measured above), and the map can overlap with
-the step through prefetch where there are idle cores; on a GPU host the map
-keeps the GPU busy with the model alone, and the augmented pipeline delivers
-~30 000 28x28 images per CPU second, far above what a small CNN consumes. It
-also keeps augmentation out of the saved model, so evaluation, prediction and
-export never meet it. Not measured (no GPU here): large images with few CPU
-cores on a fast GPU, where model layers could win; ``build_layers`` returns
-plain Keras layers, so that switch would be a few lines in the trainer. The exact figures of a run are in its printed output and in
-``bench/results/`` when run through ``python -m bench``.
+Every timed figure is the median of at least 5 interleaved repetitions (bench.timing)
+with its spread. Kestrel's pipeline gets a fresh iterator for each repetition, and
+its prefetch threads are released and the process drained (no background CPU) before
+anything else is timed, so the baseline never shares the cores with Kestrel's
+prefetching. Every batch size's row is reported, and the decisions are computed
+from the figures. The numbers are in ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -65,17 +45,17 @@ LEGACY_KWARGS = {
 SIZES = {
     # batches timed per generator, training steps per timed epoch, batch sizes, images per class
     "full": {
-        "kestrel_batches": 300,
-        "legacy_batches": 60,
-        "rounds": 3,
-        "steps": 40,
+        "kestrel_batches": 100,
+        "legacy_batches": 20,
+        "rounds": 5,
+        "steps": 30,
         "batches": (128, 256),
         "per_class": 0,
     },
     "tiny": {
         "kestrel_batches": 2,
         "legacy_batches": 2,
-        "rounds": 1,
+        "rounds": 2,  # tiny only checks that it runs; its figures are never quoted
         "steps": 1,
         "batches": (16,),
         "per_class": 10,
@@ -98,7 +78,8 @@ def _dataset(per_class: int):
 
 
 def bench_preview(ds, repeats: int = 5) -> dict:
-    """Warm latency of the page's preview call."""
+    """Warm latency of the page's preview call: median and spread of ``repeats`` calls."""
+    from bench import timing
     from lib import augment
 
     split = ds.splits["train"]
@@ -107,32 +88,35 @@ def bench_preview(ds, repeats: int = 5) -> dict:
     start = time.perf_counter()
     augment.preview(cfg, images, PREVIEW_VARIANTS, seed=0)
     cold = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        augment.preview(cfg, images, PREVIEW_VARIANTS, seed=0)
-        times.append(time.perf_counter() - start)
+    warm = timing.interleaved(
+        {"preview": lambda: augment.preview(cfg, images, PREVIEW_VARIANTS, seed=0)},
+        repeats=repeats,
+        warmup=0,
+    )["preview"]
     return {
         "grid": f"{PREVIEW_SAMPLES}x{PREVIEW_VARIANTS}",
         "preset": "strong",
         "cold_s": round(cold, 3),
-        "warm_s": round(statistics.median(times), 3),
+        "warm_s": round(warm["median"], 3),
+        "warm": warm,
         "target_s": 1.0,
+        "decision": timing.verdict(warm, 1.0, at_least=False),
     }
 
 
-def _images_per_second(batches, count: int) -> tuple[float, float]:
-    """Pull ``count`` batches from an iterator; images per wall second and per CPU second.
+def _images_per_second(batches, count: int, cpu_rates: list[float]) -> float:
+    """Pull ``count`` batches from an iterator; images per wall second.
 
-    CPU seconds (this process, all threads) are the steadier figure on a shared
-    machine: other processes' load stretches wall time, not this process's CPU time.
+    Images per CPU second of this process (all threads) go to ``cpu_rates``: the
+    steadier figure on a shared machine, where other processes stretch wall time.
     """
     n = 0
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
         images = next(batches)[0]
         n += int(images.shape[0])
-    return n / (time.perf_counter() - wall), n / max(time.process_time() - cpu, 1e-9)
+    cpu_rates.append(n / max(time.process_time() - cpu, 1e-9))
+    return n / (time.perf_counter() - wall)
 
 
 def bench_throughput(
@@ -140,11 +124,15 @@ def bench_throughput(
 ) -> dict:
     """Augmented input images/s: Kestrel's tf.data pipeline vs ImageDataGenerator.flow.
 
-    The two alternate in ``rounds`` rounds and each reports its best round, so a
-    burst of load from other processes on a shared machine hits both alike.
+    ``rounds`` interleaved repetitions each (at least 5 at full size). Each of
+    Kestrel's repetitions starts a fresh iterator, takes one untimed batch (the
+    prefetch warm-up), times ``kestrel_batches``, then releases the iterator; the
+    process is drained of background work before every timed repetition.
     """
+
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
+    from bench import timing
     from lib.augment import make_augmenter
     from lib.data import make_pipeline
 
@@ -152,7 +140,6 @@ def bench_throughput(
     pipe = make_pipeline(
         ds, "train", batch_size=batch_size, shuffle=True, seed=0, augment=aug, repeat=True
     )
-    kestrel_it = iter(pipe)
     split = ds.splits["train"]
     x = split.images().astype("float32")
     y = np.eye(ds.num_classes, dtype="float32")[split.labels]
@@ -160,24 +147,42 @@ def bench_throughput(
         x, y, batch_size=batch_size, shuffle=True, seed=0
     )
     legacy_it = iter(flow)
-    for _ in range(2):  # warm-up: tracing, first shuffle, thread pools
-        next(kestrel_it)
-        next(legacy_it)
-    kestrel, legacy = [], []
-    for _ in range(rounds):
-        kestrel.append(_images_per_second(kestrel_it, max(1, kestrel_batches // rounds)))
-        legacy.append(_images_per_second(legacy_it, max(1, legacy_batches // rounds)))
-    k_wall, k_cpu = max(k[0] for k in kestrel), max(k[1] for k in kestrel)
-    l_wall, l_cpu = max(v[0] for v in legacy), max(v[1] for v in legacy)
+    cpu = {"kestrel": [], "legacy": []}
+
+    def kestrel():
+        it = iter(pipe)
+        next(it)  # tracing on the first repetition; the prefetch start on every one
+        rate = _images_per_second(it, kestrel_batches, cpu["kestrel"])
+        del it  # stops its prefetch threads; `between` drains them
+        return rate
+
+    def legacy():
+        return _images_per_second(legacy_it, legacy_batches, cpu["legacy"])
+
+    drains: list[dict] = []
+    runs = timing.interleaved(
+        {"kestrel": kestrel, "legacy": legacy},
+        repeats=rounds,
+        warmup=1,
+        between=lambda: drains.append(timing.drain()),
+    )
+    ratio = timing.ratio(runs["kestrel"], runs["legacy"])
+    k_cpu, l_cpu = statistics.median(cpu["kestrel"]), statistics.median(cpu["legacy"])
     return {
         "batch_size": batch_size,
-        "kestrel_images_per_s": round(k_wall),
-        "legacy_images_per_s": round(l_wall),
-        "ratio": round(k_wall / l_wall, 2),
+        "repeats": rounds,
+        "kestrel_images_per_s": round(runs["kestrel"]["median"]),
+        "legacy_images_per_s": round(runs["legacy"]["median"]),
+        "kestrel": runs["kestrel"],
+        "legacy": runs["legacy"],
+        "ratio": round(runs["kestrel"]["median"] / runs["legacy"]["median"], 2),
+        "ratio_range": [ratio["low"], ratio["high"]],
         "kestrel_images_per_cpu_s": round(k_cpu),
         "legacy_images_per_cpu_s": round(l_cpu),
         "cpu_ratio": round(k_cpu / l_cpu, 2),
         "target_ratio": 3.0,
+        "decision": timing.verdict(ratio, 3.0, at_least=True),
+        "drained_before_each": all(d["drained"] for d in drains),
     }
 
 
@@ -196,33 +201,27 @@ def _cnn_layers(num_classes: int) -> list:
     ]
 
 
-def _train_images_per_second(model, data, steps: int, batch_size: int) -> tuple[float, float]:
-    """Images per wall second and per CPU second of the second epoch (the first traces)."""
+def _compiled(model):
     import keras
-
-    times: list[tuple[float, float]] = []
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = (time.perf_counter(), time.process_time())
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append((time.perf_counter() - self.start[0], time.process_time() - self.start[1]))
 
     model.compile(
         optimizer="adam",
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        jit_compile=False,  # the same for both placements; XLA cannot take every layer
+        jit_compile=False,  # the same for all placements; XLA cannot take every layer
     )
-    model.fit(data, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[EpochTimer()])
-    wall, cpu = times[-1]
-    return steps * batch_size / wall, steps * batch_size / max(cpu, 1e-9)
+    return model
 
 
-def bench_placement(ds, batch_size: int, steps: int) -> dict:
-    """Training images/s with augmentation in the tf.data map vs as model layers."""
+def bench_placement(ds, batch_size: int, steps: int, repeats: int = 5) -> dict:
+    """Training images/s with augmentation in the tf.data map vs as model layers vs none.
+
+    Each variant's model is traced by one untimed epoch, then ``repeats`` epochs of
+    ``steps`` steps each are timed, interleaved across the three variants.
+    """
+
     import keras
 
+    from bench import timing
     from lib.augment import build_layers, make_augmenter
     from lib.data import make_pipeline
 
@@ -235,25 +234,66 @@ def bench_placement(ds, batch_size: int, steps: int) -> dict:
         )
 
     keras.utils.set_random_seed(0)
-    plain = keras.Sequential([keras.Input(shape), *_cnn_layers(k)])
-    none = _train_images_per_second(plain, pipe(), steps, batch_size)
-    keras.utils.set_random_seed(0)
-    mapped_model = keras.Sequential([keras.Input(shape), *_cnn_layers(k)])
-    mapped = _train_images_per_second(
-        mapped_model, pipe(make_augmenter(cfg, shape, k, seed=0)), steps, batch_size
-    )
-    keras.utils.set_random_seed(0)
-    in_model = keras.Sequential([keras.Input(shape), *build_layers(cfg, shape, 0), *_cnn_layers(k)])
-    layered = _train_images_per_second(in_model, pipe(), steps, batch_size)
-    return {
-        "batch_size": batch_size,
-        "no_augmentation_images_per_s": round(none[0]),
-        "tf_data_map_images_per_s": round(mapped[0]),
-        "model_layers_images_per_s": round(layered[0]),
-        "no_augmentation_images_per_cpu_s": round(none[1]),
-        "tf_data_map_images_per_cpu_s": round(mapped[1]),
-        "model_layers_images_per_cpu_s": round(layered[1]),
+    setups = {
+        "no_augmentation": (keras.Sequential([keras.Input(shape), *_cnn_layers(k)]), pipe()),
+        "tf_data_map": (
+            keras.Sequential([keras.Input(shape), *_cnn_layers(k)]),
+            pipe(make_augmenter(cfg, shape, k, seed=0)),
+        ),
+        "model_layers": (
+            keras.Sequential([keras.Input(shape), *build_layers(cfg, shape, 0), *_cnn_layers(k)]),
+            pipe(),
+        ),
     }
+    cpu: dict[str, list[float]] = {name: [] for name in setups}
+
+    def variant(name):
+        model, data = setups[name]
+
+        def fit():
+            wall, c0 = time.perf_counter(), time.process_time()
+            model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+            images = steps * batch_size
+            cpu[name].append(images / max(time.process_time() - c0, 1e-9))
+            return images / (time.perf_counter() - wall)
+
+        return fit
+
+    for model, _ in setups.values():
+        _compiled(model)
+    runs = timing.interleaved(
+        {name: variant(name) for name in setups},
+        repeats=repeats,
+        warmup=1,
+        between=lambda: timing.drain(timeout_s=5.0),
+    )
+    out = {"batch_size": batch_size, "repeats": repeats}
+    for name in setups:
+        out[f"{name}_images_per_s"] = round(runs[name]["median"])
+        out[f"{name}_images_per_cpu_s"] = round(statistics.median(cpu[name]))
+        out[name] = runs[name]
+    return out
+
+
+def placement_decision(rows: list[dict]) -> str:
+    """Where augmentation should run, from the placement figures (per CPU second)."""
+    if not rows:
+        return "not measured"
+    share = [r["tf_data_map_images_per_cpu_s"] / r["model_layers_images_per_cpu_s"] for r in rows]
+    lo, hi = min(share), max(share)
+    span = f"{lo:.2f}–{hi:.2f}×" if len(rows) > 1 else f"{lo:.2f}×"
+    if lo >= 0.95:
+        return (
+            f"augmentation in the tf.data map trains at {span} the images per CPU second "
+            "of augmentation as model layers: the map stays (it also keeps augmentation "
+            "out of the saved model)"
+        )
+    if hi < 0.95:
+        return (
+            f"augmentation as model layers trains faster per CPU second (the map reaches "
+            f"only {span} of it): a case for moving augmentation into the model"
+        )
+    return f"mixed: the map reaches {span} of model layers' images per CPU second"
 
 
 def run(size: str = "full") -> dict:
@@ -270,52 +310,64 @@ def run(size: str = "full") -> dict:
     result = {
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
         "dataset": f"fashion_mnist train split, {len(ds.splits['train'])} images {ds.image_shape}",
-        "preview": bench_preview(ds, repeats=5 if size == "full" else 1),
+        "preview": bench_preview(ds, repeats=5),
         "throughput": [
             bench_throughput(ds, b, plan["kestrel_batches"], plan["legacy_batches"], plan["rounds"])
             for b in plan["batches"]
         ],
-        "placement": [bench_placement(ds, b, plan["steps"]) for b in plan["batches"]],
-        "decision": "augmentation runs in the tf.data map (CPU), not as model layers",
+        "placement": [
+            bench_placement(ds, b, plan["steps"], plan["rounds"]) for b in plan["batches"]
+        ],
     }
+    result["decision"] = placement_decision(result["placement"])
+    result["throughput_decision"] = "; ".join(
+        f"batch {t['batch_size']}: {t['ratio']}× ({t['decision']})" for t in result["throughput"]
+    )
     return result
 
 
+def _rate(summary: dict) -> str:
+    return f"{summary['median']:,.0f} ({summary['min']:,.0f}–{summary['max']:,.0f})"
+
+
 def markdown(result: dict) -> str:
-    """The figures as a small report section."""
+    """The figures as a small report section: medians with min–max, decisions computed."""
     p = result["preview"]
     load = "/".join(str(v) for v in result["load_average_at_start"])
+    warm = p.get("warm", {"min": p["warm_s"], "max": p["warm_s"], "n": 1})
     lines = [
-        f"Data: {result['dataset']}. Load average at start: {load}.",
+        f"Data: {result['dataset']}. Load average at start: {load}. Each figure: median "
+        "(min–max) of interleaved repetitions, background work drained before each.",
         "",
-        f"Preview {p['grid']} ({p['preset']} preset): {p['warm_s']} s warm, {p['cold_s']} s cold "
-        f"(target < {p['target_s']} s).",
+        f"Preview {p['grid']} ({p['preset']} preset): {p['warm_s']} s warm "
+        f"({warm['min']}–{warm['max']} s, {warm['n']} calls), {p['cold_s']} s cold; "
+        f"target < {p['target_s']} s: {p.get('decision', '?')}.",
         "",
-        "Augmented input, images per wall second (per CPU second of this process):",
+        "Augmented input, images per wall second:",
         "",
-        "| batch | Kestrel | ImageDataGenerator | ratio (target ≥ 3) |",
-        "|---|---|---|---|",
+        "| batch | Kestrel | ImageDataGenerator | ratio of medians (worst–best) | per CPU-s ratio "
+        "| target ≥ 3× |",
+        "|---|---|---|---|---|---|",
     ]
     for t in result["throughput"]:
+        lo, hi = t["ratio_range"]
         lines.append(
-            f"| {t['batch_size']} | {t['kestrel_images_per_s']} ({t['kestrel_images_per_cpu_s']}) "
-            f"| {t['legacy_images_per_s']} ({t['legacy_images_per_cpu_s']}) "
-            f"| {t['ratio']}× ({t['cpu_ratio']}×) |"
+            f"| {t['batch_size']} | {_rate(t['kestrel'])} | {_rate(t['legacy'])} "
+            f"| {t['ratio']}× ({lo:.2f}–{hi:.2f}) | {t['cpu_ratio']}× | {t['decision']} |"
         )
     lines += [
         "",
-        "Training a small CNN, images per wall second (per CPU second):",
+        "Training a small CNN, images per wall second (per CPU second, median):",
         "",
         "| batch | no augmentation | augmentation in tf.data map | as model layers |",
         "|---|---|---|---|",
     ]
     for q in result["placement"]:
-        lines.append(
-            f"| {q['batch_size']} | {q['no_augmentation_images_per_s']} "
-            f"({q['no_augmentation_images_per_cpu_s']}) | {q['tf_data_map_images_per_s']} "
-            f"({q['tf_data_map_images_per_cpu_s']}) | {q['model_layers_images_per_s']} "
-            f"({q['model_layers_images_per_cpu_s']}) |"
-        )
+        cells = [
+            f"{_rate(q[name])} ({q[f'{name}_images_per_cpu_s']:,})"
+            for name in ("no_augmentation", "tf_data_map", "model_layers")
+        ]
+        lines.append(f"| {q['batch_size']} | " + " | ".join(cells) + " |")
     lines += ["", f"Decision: {result['decision']}."]
     return "\n".join(lines) + "\n"
 

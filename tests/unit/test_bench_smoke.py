@@ -70,14 +70,13 @@ def check_numbers(result: dict) -> None:
     assert any(n > 0 for n in found), found
 
 
-CASES = [
-    ("time_to_accuracy", check_time_to_accuracy),
-    ("augment", check_augment),
-    ("progress", check_numbers),
-    ("predict", check_numbers),
-    ("app", check_app),
-    ("stress_kill", check_numbers),
-]
+CHECKS = {
+    "time_to_accuracy": check_time_to_accuracy,
+    "augment": check_augment,
+    "app": check_app,
+}
+# Every registered benchmark runs tiny; those without their own check get check_numbers.
+CASES = [(name, CHECKS.get(name, check_numbers)) for name in bench_main.BENCHMARKS]
 
 
 def test_every_benchmark_is_covered_and_present():
@@ -167,23 +166,39 @@ def test_unknown_benchmark_is_refused():
         bench_main.main(["--only", "nope"])
 
 
+def test_time_to_accuracy_always_trains_the_tutorial_with_the_recipes(monkeypatch):
+    calls = []
+    times = {"0.90": 10.0, "0.91": 15.0, "0.93": None, "0.94": None}
+    fake = {"seconds_to": times, "epochs_to": times, "cpu_seconds_to": times,
+            "train_seconds": 30.0, "train_cpu_seconds": 50.0, "images_per_sec": 9.0,
+            "final_test_accuracy": 0.92, "best_test_accuracy": 0.92, "epochs_done": 3.0}  # fmt: skip
+    monkeypatch.setattr(
+        bench_time_to_accuracy, "train_tutorial", lambda **k: calls.append("tutorial") or fake
+    )
+    monkeypatch.setattr(
+        bench_time_to_accuracy, "train_kestrel", lambda name, **k: calls.append(name) or fake
+    )
+    result = bench_time_to_accuracy.run("full", recipes=["fast"], repeats=1)
+    assert calls == ["tutorial", "fast"] and set(result["recipes"]) == {"tutorial", "fast"}
+    assert result["ratio_time_to_90"] == 1.0 and result["repeats"] == 1
+    by_target = {(t["accuracy"], t["within_s"]): t for t in result["targets"]}
+    assert by_target[(0.91, 20.0)]["met_by"] == ["fast"]
+    assert not by_target[(0.93, 120.0)]["met"] and by_target[(0.93, 120.0)]["fastest"] is None
+    calls.clear()
+    result = bench_time_to_accuracy.run("full", recipes=["fast"], repeats=2)
+    assert calls == ["tutorial", "fast", "fast", "tutorial"]  # interleaved, order rotated
+    assert result["recipes"]["fast"]["repeats"] == 2
+    assert result["recipes"]["fast"]["reached_in"]["0.90"] == "2/2"
+
+
 def _recipe_result(seconds_to_90):
     """The parts of a time_to_accuracy recipe result that the ratio reads."""
     return {"seconds_to": {"0.90": seconds_to_90}, "train_seconds": 100.0}
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "recipes", "ratio"),
-    [
-        ({"fast": 20.0}, {"tutorial": 80.0}, {"fast", "tutorial"}, 0.25),
-        ({"fast": 20.0, "tutorial": 80.0}, {"fast": 40.0}, {"fast", "tutorial"}, 0.5),
-        ({"fast": 20.0}, {"accurate": None}, {"fast", "accurate"}, None),
-    ],
-)
-def test_time_to_accuracy_results_of_a_day_merge(old, new, recipes, ratio):
+def test_time_to_accuracy_results_are_never_mixed_across_invocations():
     def result(times):
         return {"size": "full", "recipes": {k: _recipe_result(v) for k, v in times.items()}}
 
-    merged = bench_time_to_accuracy.merge(result(old), result(new))
-    assert set(merged["recipes"]) == recipes
-    assert merged.get("ratio_time_to_90") == ratio
+    old, new = result({"fast": 20.0, "tutorial": 80.0}), result({"accurate": None})
+    assert bench_time_to_accuracy.merge(old, new) == new

@@ -1,0 +1,83 @@
+"""README.md's performance figures are the newest results file's, generated, never typed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+from bench import readme_tables
+from bench.__main__ import BENCHMARKS
+from lib.workspace import PROJECT_ROOT
+
+README = PROJECT_ROOT / "README.md"
+# A measured figure: a number with a unit of time, rate, share or ratio.
+FIGURE = re.compile(r"\d[\d,.]*\s?(%|ms\b|s\b|min\b|×|x\b|images/s|img/s)")
+
+
+def _performance_section(text: str) -> str:
+    start = text.index("## Performance")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_readme_tables_match_the_newest_results():
+    expected = readme_tables.expected_readme()
+    assert expected is not None, "bench/results/ holds no full-size results file"
+    assert README.read_text(encoding="utf-8") == expected, (
+        "README.md's generated blocks disagree with the newest bench/results file: "
+        "run `python -m bench.readme_tables`"
+    )
+
+
+def test_the_performance_section_types_no_figure_outside_generated_blocks():
+    section = _performance_section(README.read_text(encoding="utf-8"))
+    names = [m.group("name") for m in readme_tables.BLOCK.finditer(section)]
+    assert {"machine", "all"} <= set(names)
+    assert set(names) - {"machine", "all"} <= set(BENCHMARKS)
+    typed = readme_tables.BLOCK.sub("", section)
+    assert not FIGURE.search(typed), FIGURE.search(typed).group(0)
+
+
+def _fixture(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    found = readme_tables.latest_results()
+    assert found is not None
+    source, report = found
+    shutil.copy(source, results / source.name)
+    readme = tmp_path / "README.md"
+    shutil.copy(README, readme)
+    return readme, results, results / source.name, report
+
+
+def test_an_entry_added_later_is_rendered_and_the_check_notices_it(tmp_path):
+    readme, results, path, report = _fixture(tmp_path)
+    assert readme_tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 0
+    report["benchmarks"]["zz_added_later"] = {
+        "result": {"speed": {"images_per_s": 1234.5}, "decision": "keep it"},
+        "seconds": 3.0,
+        "load_average_after": [1.0, 2.0, 3.0],
+    }
+    path.write_text(json.dumps(report), encoding="utf-8")
+    assert readme_tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 1
+    assert readme_tables.update(readme, results)
+    text = readme.read_text(encoding="utf-8")
+    block = text[text.index("<!-- bench:begin all -->") : text.index("<!-- bench:end all -->")]
+    assert "### zz_added_later" in block and "| speed.images_per_s | 1234 |" in block
+    assert "load average after: 1.0/2.0/3.0" in block
+    assert readme_tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 0
+
+
+def test_the_newest_file_wins_and_tiny_runs_are_ignored(tmp_path):
+    readme, results, _, report = _fixture(tmp_path)
+    newer = {**report, "date": "2999-01-01", "benchmarks": {"only_this": {"result": {"x": 7.5}}}}
+    (results / "other-2999-01-01.json").write_text(json.dumps(newer), encoding="utf-8")
+    tiny = {**newer, "date": "3000-01-01", "benchmarks": {"tiny_one": {"result": {"y": 1}}}}
+    (results / "other-3000-01-01-tiny.json").write_text(json.dumps(tiny), encoding="utf-8")
+    readme_tables.update(readme, results)
+    section = _performance_section(readme.read_text(encoding="utf-8"))
+    assert "other-2999-01-01.json" in section and "| x | 7.5 |" in section
+    assert "tiny_one" not in section
+    # A benchmark with its own block but no entry says how to measure it, not an old figure.
+    assert "run `python -m bench --only time_to_accuracy`" in section
