@@ -14,6 +14,7 @@ pages = {
     "": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
     "Data": [
         st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
+        st.Page("pages/builder.py", title="Build a dataset", icon=":material/add_photo_alternate:"),
         st.Page("pages/augmentation.py", title="Augmentation", icon=":material/auto_awesome:"),
     ],
     "Model": [

@@ -140,3 +140,32 @@ def test_bad_folder_is_an_error_message_not_a_traceback(tmp_path, path, message)
     at.run()
     assert not at.exception
     assert any(message in e.value for e in at.error)
+
+
+def test_a_pixel_csv_and_a_built_dataset_version_are_picked_on_the_page(tmp_path):
+    from lib import datasets
+
+    rng = np.random.default_rng(0)
+    lines = ["label," + ",".join(f"pixel{i}" for i in range(16))]
+    lines += [f"{i % 2}," + ",".join(map(str, rng.integers(0, 256, 16))) for i in range(20)]
+    (tmp_path / "px.csv").write_text("\n".join(lines) + "\n")
+    at = open_page()
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("pixel_csv").run()
+    at.text_input(key=ui.DATA_FIELD + "path").input(str(tmp_path / "px.csv")).run()
+    at.text_input(key=ui.DATA_FIELD + "pixel_shape").input("2x8").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert draft_of(at).data.source == "pixel_csv" and draft_of(at).data.pixel_shape == "2x8"
+    assert metrics(at)["Image size"] == "2×8" and metrics(at)["Classes"] == "2"
+
+    def png(v):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    datasets.create_dataset("built")
+    datasets.add_images("built", "a", [(f"{i}.png", png(i)) for i in range(4)])
+    datasets.add_images("built", "b", [(f"{i}.png", png(200 + i)) for i in range(4)])
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("dataset").run()
+    assert at.selectbox(key=ui.DATA_BUILT_PICK).options == ["built@3", "built@2", "built@1"]
+    assert draft_of(at).data.path == "built@3"
+    assert metrics(at)["Classes"] == "2"

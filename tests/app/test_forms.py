@@ -25,6 +25,7 @@ CONFIGS = (DataConfig, AugmentConfig, ModelConfig, ConvBlock, HeadConfig, TrainC
 SCENARIOS = [
     ("dataset", {"data": DataConfig(source="shapes", shapes_count=60)}),
     ("dataset", {"data": DataConfig(source="folder", path="/nowhere")}),
+    ("dataset", {"data": DataConfig(source="pixel_csv", path="/nowhere.csv")}),
     ("augmentation", {"data": DataConfig(source="shapes", shapes_count=60, shapes_size=16)}),
     ("model", {"model": ModelConfig(preset="fast_cnn")}),
     ("model", {"model": ModelConfig(preset="mobilenetv2")}),
