@@ -78,7 +78,6 @@ MODEL_SHOW_BACKBONE = "model_show_backbone_layers"  # toggle: list a backbone's 
 DATA_FIELD = "dataset_field_"  # + DataConfig field name: the form's widgets
 DATA_UPLOAD_PICK = "dataset_upload_pick"  # selectbox: one of the stored uploads
 DATA_BUILT_PICK = "dataset_built_pick"  # selectbox: a built dataset version (name@N)
-DATA_BUILT_PICK = "dataset_built_pick"  # selectbox: a built dataset version (name@N)
 DATA_UPLOAD_NAME = "dataset_upload_name"  # text input: the picked upload's display name
 DATA_UPLOAD_NAME_OF = "dataset_upload_name_of"  # the upload id the name box was filled for
 DATA_UPLOAD_DELETE = "dataset_upload_delete"  # button: delete the picked upload (asks first)
@@ -167,30 +166,6 @@ EVAL_FIX = "evaluate_fix_"  # + image position + action: relabel/exclude under a
 EVAL_FIX_TO = "evaluate_fix_to_"  # + image position: the class a relabel uses
 COMPARE_DIFF_A = "compare_diff_before"  # selectbox: run A of the run diff
 COMPARE_DIFF_B = "compare_diff_after"  # selectbox: run B of the run diff
-
-# Build a dataset page (per-class widgets: prefix + class name)
-BUILD_PICK = "build_dataset_pick"  # selectbox: the dataset being built
-BUILD_NEW_NAME = "build_new_name"  # text input: a new dataset's name
-BUILD_CREATE = "build_create"  # button: create it
-BUILD_MSG = "build_message"  # ("success" | "error", text) after the last edit
-BUILD_CLASS_NEW = "build_class_new"  # text input: a new class's name
-BUILD_CLASS_ADD = "build_class_add"  # button: add the class
-BUILD_FILES = "build_files_"  # + class: file uploader (many images)
-BUILD_FILES_ADD = "build_files_add_"  # + class: button, store the uploaded images
-BUILD_CAMERA = "build_camera_"  # + class + capture number: camera input
-BUILD_CAMERA_N = "build_camera_count"  # {class: captures stored}: a fresh camera after each
-BUILD_CAMERA_ADD = "build_camera_add_"  # + class: button, store the capture
-BUILD_RENAME = "build_rename_"  # + class: text input, the new name
-BUILD_RENAME_BTN = "build_rename_btn_"  # + class: button
-BUILD_DELETE = "build_delete_"  # + class: button
-BUILD_REMOVE = "build_remove_"  # + class: multiselect of images to remove
-BUILD_REMOVE_BTN = "build_remove_btn_"  # + class: button
-BUILD_MERGE_FROM = "build_merge_from"  # multiselect: classes merged
-BUILD_MERGE_TO = "build_merge_to"  # text input: the class they become
-BUILD_MERGE_BTN = "build_merge_btn"
-BUILD_IMPORT_PICK = "build_import_pick"  # selectbox: an upload to copy in
-BUILD_IMPORT_BTN = "build_import_btn"
-BUILD_USE = "build_use"  # button: train on this version (the draft's dataset)
 
 
 def ensure_router() -> None:
