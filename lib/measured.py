@@ -40,6 +40,17 @@ class RecipeFigures:
     gpus: int  # GPUs of the machine
     date: str  # when it was measured (YYYY-MM-DD)
     source: str  # the results file, relative to the project
+    load: float | None = None  # the 1-minute load average when its training started
+    # Test accuracy thresholds reached, each with the training seconds it took ("0.93": 140.2).
+    seconds_to: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def best_reached(self) -> tuple[float, float] | None:
+        """(highest accuracy threshold reached, training seconds to it), or None."""
+        if not self.seconds_to:
+            return None
+        key, seconds = max(self.seconds_to, key=lambda kv: float(kv[0]))
+        return float(key), seconds
 
 
 _cache: dict[str, tuple[tuple, list[dict[str, Any]]]] = {}
@@ -131,8 +142,21 @@ def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None
             gpus=len(machine.get("gpus") or []),
             date=str(report.get("date", "")),
             source=report["_source"],
+            load=_first_load(entry),
+            seconds_to=tuple(
+                (str(k), float(v))
+                for k, v in sorted((entry.get("seconds_to") or {}).items())
+                if v is not None
+            ),
         )
     except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _first_load(entry: dict[str, Any]) -> float | None:
+    try:
+        return float(entry["load_average"]["before"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
         return None
 
 
@@ -147,10 +171,13 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None) -> str:
         f"{fig.epochs:.0f}" if abs(fig.epochs - round(fig.epochs)) < 0.05 else f"{fig.epochs:.1f}"
     )
     machine = f"{fig.gpus} GPU(s)" if fig.gpus else f"{fig.cores} CPU cores"
+    load = "" if fig.load is None else f", load average {fig.load:g}"
+    best = fig.best_reached
+    reached = "" if best is None else f"; {best[0]:.0%} first reached after {_duration(best[1])}"
     return (
         f"Measured: {fig.test_accuracy:.1%} test accuracy on {dataset} after {epochs} epochs "
-        f"({_duration(fig.train_seconds)} of training on {machine}, {fig.date}; "
-        f"{fig.source})."
+        f"({_duration(fig.train_seconds)} of training on {machine}, {fig.date}{load}"
+        f"{reached}; {fig.source})."
     )
 
 

@@ -111,3 +111,22 @@ def test_the_shipped_results_are_read():
     report = json.loads((measured.PROJECT_ROOT / fig.source).read_text())
     entry = report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]
     assert f"{entry['final_test_accuracy']:.1%}" in RECIPE_INFO["fast"].description
+
+
+def test_the_sentence_gives_the_load_and_the_highest_threshold_reached(tmp_path, monkeypatch):
+    _results(tmp_path, "new-2026-02-01.json", "2026-02-01", 0.9312)
+    path = tmp_path / "new-2026-02-01.json"
+    report = json.loads(path.read_text())
+    entry = report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]
+    entry["seconds_to"] = {"0.91": 20.5, "0.93": 101.2, "0.94": None}
+    entry["load_average"] = {"before": [12.5, 10.0, 8.0], "after": [13.0, 11.0, 9.0]}
+    path.write_text(json.dumps(report))
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
+    measured.clear_cache()
+    try:
+        text = measured.recipe_sentence("fast")
+        assert (
+            "on 2 CPU cores, 2026-02-01, load average 12.5; 93% first reached after 1.7 min" in text
+        )
+    finally:
+        measured.clear_cache()
