@@ -72,22 +72,35 @@ def small_data_advice(
     suggestions: list[str] = []
     caveats: list[str] = []
     model, train, aug = config.model, config.train, config.augment
+    transfer = False
     if few and model.preset not in TRANSFER_PRESETS:
-        candidate = model.replace(
-            preset=TRANSFER_PRESET, weights="imagenet", freeze_backbone=True, unfreeze_last=0
-        )
+        from lib.recipes import SMALL_DATA
+
+        candidate = SMALL_DATA.model
         problem = weights_problem(candidate) if weights_problem else None
         if problem:
             caveats.append(f"Transfer learning would help most, but: {problem}")
         else:
+            # The "Small dataset" recipe: cached backbone features, balanced class weights.
+            transfer = True
             model = candidate
+            keep = {"seed": train.seed, "device": train.device}
+            train = SMALL_DATA.train.replace(**keep)
             suggestions.append(
-                "Model: MobileNetV2 with ImageNet weights, backbone frozen (transfer learning)"
+                "Recipe 'Small dataset': MobileNetV2 with ImageNet weights, backbone frozen "
+                "(transfer learning); its features are computed once and cached, so each "
+                f"epoch trains only the head ({train.epochs} epochs, batch {train.batch_size})"
             )
-    if lopsided and train.class_weights != "balanced":
+            if augment.is_active(aug):
+                aug = type(aug)()
+                suggestions.append(
+                    "Augmentation: off, so the cached features can be used (fine-tune later "
+                    "with augmentation if needed)"
+                )
+    if (lopsided or transfer) and config.train.class_weights != "balanced":
         train = train.replace(class_weights="balanced")
         suggestions.append("Training: balanced class weights")
-    if few and not augment.is_active(aug):
+    if few and not transfer and not augment.is_active(aug):
         aug = augment.PRESETS["light"]
         suggestions.append("Augmentation: the 'light' preset")
     if not suggestions and not caveats:

@@ -70,6 +70,22 @@ ACCURATE = RunConfig(
 
 RECIPES: dict[str, RunConfig] = {"fast": FAST, "accurate": ACCURATE}
 
+# Few images per class (Teachable Machine style): a frozen ImageNet MobileNetV2 whose
+# features lib.training.transfer computes once and caches, so each epoch trains only
+# the head (seconds on a CPU); no augmentation, which would rule the cache out.
+SMALL_DATA = RunConfig(
+    name="small_data",
+    model=ModelConfig(
+        preset="mobilenetv2", weights="imagenet", freeze_backbone=True, unfreeze_last=0,
+        dropout=0.2,
+    ),
+    train=TrainConfig(
+        epochs=30, batch_size=32, optimizer="adam", learning_rate=1e-3, schedule="cosine",
+        label_smoothing=0.1, class_weights="balanced", early_stopping_patience=8,
+    ),
+)  # fmt: skip
+RECIPES["small_data"] = SMALL_DATA
+
 RECIPE_INFO: dict[str, RecipeInfo] = {
     "fast": RecipeInfo(
         "fast",
@@ -84,3 +100,11 @@ RECIPE_INFO: dict[str, RecipeInfo] = {
         "mirrored test-time averaging: higher accuracy for several times the training time.",
     ),
 }
+RECIPE_INFO["small_data"] = RecipeInfo(
+    "small_data",
+    "Small dataset",
+    "For a few dozen to a few hundred images per class: MobileNetV2 with ImageNet weights, "
+    "frozen; its features are computed once and cached, and only the head trains (seconds "
+    "per epoch on a CPU), with balanced class weights. To fine-tune afterwards, train again "
+    "with 'Unfreeze the last N backbone layers' (that run trains on images).",
+)

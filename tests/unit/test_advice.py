@@ -31,14 +31,33 @@ def test_when_advice_appears(counts, expect):
     assert ("'bird' only" in text or "'cat' only" in text) == (expect in ("lopsided", "both"))
 
 
-def test_applying_the_advice_changes_model_weights_and_augmentation():
+def test_applying_the_advice_is_the_small_dataset_recipe_on_cached_features():
+    from lib.recipes import SMALL_DATA
+    from lib.training.transfer import cached_path_reason
+
     advice = small_data_advice(np.array([30, 30, 5]), NAMES, RunConfig())
     cfg = advice.config
+    assert cfg.model == SMALL_DATA.model and cfg.train == SMALL_DATA.train
     assert cfg.model.preset == "mobilenetv2" and cfg.model.weights == "imagenet"
-    assert cfg.model.freeze_backbone
+    assert cfg.model.freeze_backbone and cfg.model.unfreeze_last == 0
     assert cfg.train.class_weights == "balanced"
-    assert cfg.augment.preset == "light"
+    assert cached_path_reason(cfg) is None  # no augmentation: the features are cached
+    assert any("Small dataset" in s for s in advice.suggestions)
     assert cfg.data == RunConfig().data
+
+
+def test_augmentation_is_turned_off_for_the_cached_path():
+    flipped = RunConfig(augment=AugmentConfig(preset="custom", horizontal_flip=True))
+    advice = small_data_advice(np.array([40, 40, 40]), NAMES, flipped)
+    assert advice.config.augment == AugmentConfig()
+    assert any("Augmentation: off" in s for s in advice.suggestions)
+
+
+def test_without_weights_the_advice_falls_back_to_light_augmentation():
+    advice = small_data_advice(
+        np.array([40, 40, 40]), NAMES, RunConfig(), weights_problem=lambda m: "offline"
+    )
+    assert advice.config.augment.preset == "light"
 
 
 def test_no_transfer_suggestion_when_weights_cannot_be_had():
