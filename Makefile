@@ -13,9 +13,12 @@ PYTEST_ARGS ?=
 # Debian packages: python3-venv makes .venv; the suite also needs Chromium (browser
 # tests), a font Chromium renders with, and the local Fashion-MNIST files.
 RUN_PACKAGES := python3-venv
-TEST_PACKAGES := $(RUN_PACKAGES) chromium fonts-dejavu-core dataset-fashion-mnist
+# nodejs and npm install the browser demo's onnxruntime-web (web/package.json). NodeSource's
+# nodejs bundles npm and conflicts with Debian's npm, so npm is asked for only when missing.
+NPM_PACKAGE := $(if $(shell command -v npm 2>/dev/null),,npm)
+TEST_PACKAGES := $(RUN_PACKAGES) chromium fonts-dejavu-core dataset-fashion-mnist nodejs $(NPM_PACKAGE)
 
-.PHONY: run test test-fast lint format bench demo-models clean system system-run
+.PHONY: run test test-fast lint format bench demo-models clean system system-run web
 
 system-run:
 	@sh scripts/system-packages.sh $(RUN_PACKAGES)
@@ -38,9 +41,18 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 run: system-run $(VENV)/.runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT) $(ARGS)
 
+# The browser demo export copies onnxruntime-web from web/node_modules: the exact versions
+# of web/package-lock.json, installed with `npm ci`.
+web: web/node_modules/.installed
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: sudo apt-get install -y --no-install-recommends nodejs npm" >&2; exit 1; }
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
 # pytest exits 5 when it collects no test; that is a failure here, like any non-zero
 # (said out loud so a later `|| true` or exit-code filter does not let it through).
-test: system $(VENV)/.dev
+test: system $(VENV)/.dev web
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
