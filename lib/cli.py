@@ -6,6 +6,7 @@ Usage::
     python -m lib train --run-dir DIR              # (re)start the run in DIR (resumes)
     python -m lib runs                             # list the runs of the workspace
     python -m lib stop RUN_ID | resume RUN_ID
+    python -m lib dataset create|add|import|rename|merge|remove|list ...  # built datasets
     python -m lib ood fit MODEL                    # unknown detection for a model or run
     python -m lib robustness RUN_ID                # the robustness report of a run
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("run_id")
     res.set_defaults(func=cmd_resume)
     _add_unknown_and_robustness(sub)
+    _add_dataset(sub)
     return parser
 
 
@@ -227,3 +229,106 @@ def _add_tuning(sub) -> None:
     lrf.add_argument("--steps", type=int, default=200, help="steps of the sweep")
     lrf.add_argument("--out", help="write the curve and suggestion to this JSON file")
     lrf.set_defaults(func=cmd_lr_find)
+
+
+# ---------------------------------------------------------------- built datasets (lib.datasets)
+
+
+def _print_version(name: str, version: int, what: str) -> None:
+    from lib import datasets
+
+    counts = datasets.class_counts(name, version)
+    shown = ", ".join(f"{c} {n}" for c, n in counts.items()) or "no classes"
+    print(f"{what}: {datasets.dataset_ref(name, version)} ({shown})")
+
+
+def _local_files(paths: list[str]) -> list[tuple[str, int, object]]:
+    out = []
+    for p in paths:
+        path = Path(p).expanduser()
+        if not path.is_file():
+            raise WorkspaceError(f"{p} is not a file")
+        out.append((path.name, path.stat().st_size, path.read_bytes))
+    return out
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    """Build datasets on files as the Build a dataset page does; every edit is a new version."""
+    from lib import datasets
+
+    action, name = args.action, getattr(args, "name", None)
+    if action == "list":
+        for d in datasets.list_datasets():
+            counts = ", ".join(f"{c} {n}" for c, n in d["classes"].items())
+            print(f"{d['name']}@{d['latest']}  {d['images']} images  ({counts})")
+        return 0
+    if action == "show":
+        base, _, ver = name.partition("@")
+        for v in datasets.versions(base):
+            if ver and int(ver) != v:
+                continue
+            info = datasets.version_info(base, v)
+            _print_version(base, v, f"version {v}, {info.get('action', '')}")
+        return 0
+    if action == "create":
+        classes = [c for c in (args.classes or "").split(",") if c.strip()]
+        version = datasets.create_dataset(name, classes)
+    elif action == "add-class":
+        version = datasets.add_class(name, args.class_name)
+    elif action == "add":
+        version, skipped = datasets.add_images(name, args.class_name, _local_files(args.files))
+        for file, reason in skipped:
+            print(f"skipped {file}: {reason}", file=sys.stderr)
+    elif action == "import":
+        source = args.source
+        if Path(source).expanduser().is_dir():
+            version = datasets.import_folder(name, Path(source).expanduser(), f"folder {source}")
+        else:
+            version = datasets.import_upload(name, source)
+    elif action == "rename":
+        version = datasets.rename_class(name, args.old, args.new)
+    elif action == "merge":
+        version = datasets.merge_classes(name, args.sources, args.target)
+    elif action == "delete-class":
+        version = datasets.delete_class(name, args.class_name)
+    else:  # remove
+        version = datasets.remove_images(name, args.class_name, args.files)
+    _print_version(name, version, "now")
+    return 0
+
+
+def _add_dataset(sub) -> None:
+    ds = sub.add_parser("dataset", help="build a dataset: classes, images, versions")
+    acts = ds.add_subparsers(dest="action", required=True)
+    acts.add_parser("list", help="the built datasets and their newest versions")
+    p = acts.add_parser("show", help="the versions of a dataset (NAME or NAME@VERSION)")
+    p.add_argument("name")
+    p = acts.add_parser("create", help="a new dataset")
+    p.add_argument("name")
+    p.add_argument("--classes", help="comma-separated class names to start with")
+    p = acts.add_parser("add-class", help="add an empty class")
+    p.add_argument("name")
+    p.add_argument("class_name")
+    p = acts.add_parser("add", help="add image files to a class (created if new)")
+    p.add_argument("name")
+    p.add_argument("class_name")
+    p.add_argument("files", nargs="+")
+    p = acts.add_parser("import", help="copy in a folder of class folders, or an upload id")
+    p.add_argument("name")
+    p.add_argument("source")
+    p = acts.add_parser("rename", help="rename a class")
+    p.add_argument("name")
+    p.add_argument("old")
+    p.add_argument("new")
+    p = acts.add_parser("merge", help="merge classes into TARGET (created if new)")
+    p.add_argument("name")
+    p.add_argument("target")
+    p.add_argument("sources", nargs="+")
+    p = acts.add_parser("delete-class", help="delete a class and its images")
+    p.add_argument("name")
+    p.add_argument("class_name")
+    p = acts.add_parser("remove", help="remove images (stored names, e.g. 000003.jpg)")
+    p.add_argument("name")
+    p.add_argument("class_name")
+    p.add_argument("files", nargs="+")
+    ds.set_defaults(func=cmd_dataset)

@@ -94,3 +94,34 @@ def test_train_without_a_run_folder_says_so(tmp_path, capsys):
 def test_stop_of_an_unknown_run_is_a_message(capsys):
     assert cli.main(["stop", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
+
+
+def test_dataset_subcommands_build_a_dataset_like_the_page(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from lib import datasets
+
+    files = []
+    for i in range(4):
+        path = tmp_path / f"photo{i}.png"
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(path)
+        files.append(str(path))
+    (tmp_path / "folder" / "owls").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "folder" / "owls" / "o.png")
+    assert cli.main(["dataset", "create", "birds", "--classes", "crows,gulls"]) == 0
+    assert cli.main(["dataset", "add", "birds", "crows", *files[:2]]) == 0
+    assert cli.main(["dataset", "add", "birds", "gulls", *files[2:]]) == 0
+    assert cli.main(["dataset", "import", "birds", str(tmp_path / "folder")]) == 0
+    assert cli.main(["dataset", "rename", "birds", "gulls", "seagulls"]) == 0
+    assert cli.main(["dataset", "merge", "birds", "crows", "owls"]) == 0
+    assert cli.main(["dataset", "remove", "birds", "crows", "000001.png"]) == 0
+    assert cli.main(["dataset", "add-class", "birds", "ducks"]) == 0
+    assert cli.main(["dataset", "delete-class", "birds", "ducks"]) == 0
+    out = capsys.readouterr().out
+    assert "now: birds@9 (crows 2, seagulls 2)" in out
+    assert datasets.versions("birds") == list(range(1, 10))
+    assert cli.main(["dataset", "list"]) == 0
+    assert "birds@9  4 images" in capsys.readouterr().out
+    assert cli.main(["dataset", "rename", "birds", "nope", "x"]) == 2
+    assert "no class 'nope'" in capsys.readouterr().err
