@@ -16,7 +16,7 @@ RUN_PACKAGES := python3-venv
 # nodejs and npm install the browser demo's onnxruntime-web (web/package.json). NodeSource's
 # nodejs bundles npm and conflicts with Debian's npm, so npm is asked for only when missing.
 NPM_PACKAGE := $(if $(shell command -v npm 2>/dev/null),,npm)
-TEST_PACKAGES := $(RUN_PACKAGES) chromium fonts-dejavu-core dataset-fashion-mnist nodejs $(NPM_PACKAGE)
+TEST_PACKAGES := $(RUN_PACKAGES) chromium fonts-dejavu-core dataset-fashion-mnist nodejs $(NPM_PACKAGE) postgresql
 
 .PHONY: run test test-fast lint format bench demo-models clean system system-run web
 

@@ -20,6 +20,7 @@ pages = {
     "Model": [
         st.Page("pages/model.py", title="Model", icon=":material/neurology:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/tune.py", title="Tune", icon=":material/tune:"),
     ],
     "Results": [
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),

@@ -322,3 +322,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def result_figure(result: LRFindResult) -> Any:
+    """Plotly figure: smoothed loss against learning rate (log axis), the suggestion marked."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_scatter(
+        x=result.learning_rates, y=result.raw_losses, mode="lines", name="loss per step",
+        line={"color": "rgba(120,120,120,0.35)", "width": 1},
+    )  # fmt: skip
+    fig.add_scatter(x=result.learning_rates, y=result.losses, mode="lines", name="smoothed loss")
+    fig.add_vline(
+        x=result.suggestion, line_dash="dash", line_color="green",
+        annotation_text=f"suggested {result.suggestion:.2g}",
+    )  # fmt: skip
+    finite = [v for v in result.losses if v is not None]
+    if finite:  # keep the divergence from flattening the interesting part
+        low, high = min(finite), finite[0]
+        fig.update_yaxes(range=[low - 0.1 * (high - low + 1e-9), max(high, low) * 1.3])
+    fig.update_xaxes(type="log", title="learning rate")
+    fig.update_yaxes(title="loss")
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig

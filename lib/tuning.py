@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,7 +334,9 @@ def make_storage(url: str, *, heartbeat: bool = False) -> Any:
         kwargs["heartbeat_interval"] = HEARTBEAT_S
         kwargs["grace_period"] = 2 * HEARTBEAT_S
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as exc:  # a wrong URL, an unreachable server, a missing driver
         raise TuningError(
             f"cannot open the study storage {_hide_password(url)}: {type(exc).__name__}: "
@@ -567,12 +570,8 @@ def run_worker(folder: Path) -> int:
     are done or under way in the storage, so several workers on one study stop
     together instead of each running a last extra trial.
     """
-    import warnings
-
-    import optuna
     from optuna.trial import TrialState
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     folder = Path(folder)
     spec = read_spec(folder)
     _record_worker(folder, os.getpid())
@@ -754,7 +753,8 @@ def fail_stale(study: Any) -> None:
     """Fail trials whose worker died (no heartbeat), so the table never shows them running."""
     import optuna
 
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
 
 

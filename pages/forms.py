@@ -326,3 +326,61 @@ def field(
         fmt = m.get("format")
         return where.number_input(text, min_value=lo, max_value=hi, step=step, format=fmt, **common)
     return where.text_input(text, **common)
+
+
+# ---------------------------------------------------------------- search spaces (the Tune page)
+
+
+def search_field(cls: type, name: str, prefix: str, value: Any, *, container: Any = None) -> Any:
+    """A field switched between its draft value and a search range or subset, from its metadata.
+
+    A toggle "Search <label>" turns the field into a range (two number boxes with
+    the field's limits and format; log scale where the metadata says ``log``) or,
+    for a choice, a subset (a multiselect of the field's choices in their words).
+
+    Args:
+        cls: the config class; name: the field.
+        prefix: the widget key prefix (the toggle's key is ``prefix + name``).
+        value: the draft's value (the first range or subset is built around it).
+        container: where to draw (a column); default the page.
+
+    Returns:
+        None while the toggle is off, else ``{"low", "high", "log"}`` or ``{"choices"}``
+        (lib.tuning.check_space checks it).
+    """
+    m = meta(cls, name)
+    where = container if container is not None else st
+    k = key(prefix, name)
+    mark_bound(cls, name)
+    text = label(cls, name)
+    if not where.toggle(f"Search {text}", key=k, help=m.get("help") or m.get("doc") or None):
+        return None
+    if "choices" in m:
+        picked = where.multiselect(
+            f"{text}: values to try",
+            list(m["choices"]),
+            default=[value] if value in m["choices"] else None,
+            format_func=choice_words(cls, name),
+            key=f"{k}__choices",
+        )
+        return {"choices": list(picked)}
+    lo, hi = m["range"]
+    log = bool(m.get("log"))
+    if _hint(cls, name) is int:
+        lo, hi, step, fmt = int(lo), int(hi), int(m.get("step", 1)), None
+        first = (max(lo, int(value) // 2), min(hi, max(int(value) * 2, int(value) + 1)))
+    else:
+        lo, hi, step, fmt = float(lo), float(hi), m.get("step"), m.get("format")
+        v = float(value)
+        if log and v > 0:
+            first = (max(lo, v / 10), min(hi, v * 10))
+        else:
+            first = (lo, hi) if v in (lo, hi) else (max(lo, v / 2), min(hi, v * 2 if v else hi))
+    c1, c2 = where.columns(2)
+    low = c1.number_input("lowest", lo, hi, value=first[0], step=step, format=fmt, key=f"{k}__low")
+    high = c2.number_input(
+        "highest", lo, hi, value=first[1], step=step, format=fmt, key=f"{k}__high"
+    )
+    if log:
+        where.caption("searched on a log scale")
+    return {"low": low, "high": high, "log": log}

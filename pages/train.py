@@ -152,6 +152,72 @@ def _recipe_picker() -> None:
     st.caption(RECIPE_INFO[name].description)
 
 
+def _lr_finder_section(draft: drafts.Draft) -> None:
+    """Find a learning rate: a sweep of the draft's recipe in the background, one click to apply.
+
+    The sweep trains a few hundred steps (a minute or more on a CPU with a real
+    dataset), so it runs in its own process (lib.lr_finder) like a run: the page
+    stays usable, and a reload or another tab finds the result by the draft's id.
+    """
+    from lib import lr_finder
+
+    folder = lr_finder.folder_for(draft.id)
+
+    def start() -> None:
+        try:
+            lr_finder.start_background(ui.draft().run_config(), draft.id)
+        except KestrelError as exc:
+            _say("error", f"The sweep did not start: {forms.in_ui_words(str(exc))}")
+
+    def apply(rate: float) -> None:
+        forms.update_draft(
+            lambda d: d.with_parts(train=d.train.replace(learning_rate=rate)),
+            f"Learning rate set to {rate:.2g} (the finder's suggestion).",
+        )
+
+    def panel(was_running: bool) -> None:
+        state = lr_finder.state(folder)
+        if was_running and state["state"] != "running":
+            st.rerun()  # done: redraw the page without the timer
+        c1, c2 = st.columns([1, 3], vertical_alignment="center")
+        c1.button(
+            "Run the sweep" if state["state"] == "none" else "Run it again",
+            key=ui.TRAIN_LRF_START,
+            icon=":material/insights:",
+            on_click=start,
+            disabled=state["state"] == "running",
+        )
+        if state["state"] == "running":
+            done, total = state["done"], max(state["total"], 1)
+            c2.progress(done / total, text=f"sweeping: step {done} of {total}")
+        elif state["state"] == "failed":
+            c2.error(escape_markdown(forms.in_ui_words(state["error"])), icon=":material/error:")
+        elif state["state"] == "done":
+            result = state["result"]
+            rate = float(f"{result.suggestion:.2g}")
+            c2.markdown(
+                f"Suggested learning rate **{rate:.2g}** (a tenth of the rate at the lowest "
+                f"loss, {result.min_loss_lr:.2g}); the form has {draft.train.learning_rate:.2g}."
+            )
+            st.plotly_chart(lr_finder.result_figure(result), key=ui.TRAIN_LRF_CHART)
+            st.button(
+                f"Use {rate:.2g}",
+                key=ui.TRAIN_LRF_APPLY,
+                type="primary",
+                on_click=apply,
+                args=(rate,),
+                disabled=rate == draft.train.learning_rate,
+            )
+
+    running = lr_finder.state(folder)["state"] == "running"
+    with st.expander("Find a learning rate", expanded=running, icon=":material/insights:"):
+        st.caption(
+            f"Trains the recipe for {lr_finder.DEFAULT_STEPS} steps while the learning rate "
+            "grows from 1e-6 to 1 and plots the loss against it; nothing is kept."
+        )
+        st.fragment(run_every=1.0 if running else None)(panel)(running)
+
+
 def _apply_advice(config: RunConfig) -> None:
     forms.update_draft(
         lambda d: d.with_recipe(config, data=False),
@@ -536,6 +602,7 @@ _draft = forms.bind("train", "run_name")
 _recipe_summary(_draft)
 _small_data_section(_draft)
 _recipe_picker()
+_lr_finder_section(_draft)
 forms.show_notice()
 _hyperparameter_form()
 st.divider()
