@@ -716,18 +716,17 @@ class JobStatus:
         return self.state == "running"
 
 
-def job_dir(entry: ModelEntry) -> Path:
+def job_dir(entry: ModelEntry, create: bool = True) -> Path:
     """The folder of ``entry``'s compression job (see the module docstring)."""
     folder = Path(entry.model_path).parent
     if entry.source in ("run", "saved"):
         path = folder / JOB_FOLDER
     else:
         digest = hashlib.sha256(Path(entry.model_path).read_bytes()).hexdigest()[:12]
-        path = (
-            area(JOB_FOLDER)
-            / f"{sanitize_name(entry.name.rsplit('.keras', 1)[0] or 'model')}-{digest}"
-        )
-    path.mkdir(parents=True, exist_ok=True)
+        stem = sanitize_name(entry.name.rsplit(".keras", 1)[0] or "model")
+        path = area(JOB_FOLDER) / f"{stem}-{digest}"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

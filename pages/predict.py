@@ -440,6 +440,217 @@ def _export_panel(entry: registry.ModelEntry) -> None:
                 )
 
 
+# ---------------------------------------------------------------- compress
+
+
+def _compress_panel(entry: registry.ModelEntry) -> None:
+    """The Compress section: variants, the trade-off job and table, the browser demo."""
+    from lib import compress
+
+    with st.expander("Compress", icon=":material/compress:"):
+        st.caption(
+            "Smaller variants of this model (TFLite float16, dynamic-range and int8, and a "
+            "magnitude-pruned fine-tune), measured on the test split against the Keras model "
+            "in one background job: accuracy, classes that lose more than "
+            f"{compress.FLAG_POINTS:.0f} points, size raw and gzipped, single-image latency and "
+            "top-1 agreement."
+        )
+        try:
+            folder = compress.job_dir(entry, create=False)
+            status = compress.read_job(folder)
+        except Exception as exc:
+            _show(exc, "Compress")
+            return
+        if status.running:
+            st.fragment(run_every=2.0)(_compress_progress)(folder)
+        else:
+            _compress_form(entry, status)
+            if status.state == "failed":
+                st.error(
+                    "The compression job failed: " + escape_markdown(status.error),
+                    icon=":material/error:",
+                )
+            elif status.table is not None:
+                _compress_results(folder, status.table)
+        st.divider()
+        _browser_demo(entry)
+
+
+def _compress_form(entry: registry.ModelEntry, status) -> None:
+    from lib import compress
+
+    defaults = compress.CompressOptions()
+    variants = st.multiselect(
+        "Variants",
+        list(compress.VARIANTS),
+        default=list(defaults.variants),
+        format_func=lambda k: compress.VARIANTS[k][0],
+        key=ui.PRED_COMPRESS_VARIANTS,
+    )
+    left, right = st.columns(2)
+    int8_io = left.checkbox(
+        "int8 input and output",
+        value=defaults.int8_io,
+        key=ui.PRED_COMPRESS_INT8_IO,
+        help="For integer-only accelerators. Off: the int8 model takes and returns floats.",
+    )
+    lo, hi = compress.OPTION_LIMITS["sparsity"]
+    sparsity = left.slider(
+        "Pruning: target sparsity",
+        float(lo),
+        float(hi),
+        float(defaults.sparsity),
+        step=0.05,
+        format="%.2f",
+        key=ui.PRED_COMPRESS_SPARSITY,
+        help="Share of each large kernel's weights set to zero.",
+    )
+    schedule = right.selectbox(
+        "Pruning schedule",
+        compress.SCHEDULES,
+        index=compress.SCHEDULES.index(defaults.schedule),
+        key=ui.PRED_COMPRESS_SCHEDULE,
+        help="polynomial: sparsity rises over the first 70 % of fine-tuning; constant: at once.",
+    )
+    lo, hi = compress.OPTION_LIMITS["prune_epochs"]
+    epochs = right.number_input(
+        "Pruning: fine-tuning passes",
+        float(lo),
+        float(hi),
+        float(defaults.prune_epochs),
+        step=0.5,
+        key=ui.PRED_COMPRESS_EPOCHS,
+    )
+    label = "Compress and measure" if status.table is None else "Measure again"
+    if st.button(label, key=ui.PRED_COMPRESS_START, icon=":material/compress:"):
+        try:
+            options = compress.CompressOptions(
+                variants=tuple(variants),
+                int8_io=bool(int8_io),
+                sparsity=float(sparsity),
+                schedule=schedule,
+                prune_epochs=float(epochs),
+            )
+            compress.start(entry, options)
+            st.rerun()
+        except Exception as exc:
+            _show(exc, "Compress")
+
+
+def _compress_progress(folder) -> None:
+    """The running job's stage; reruns the page once it has ended."""
+    from lib import compress
+
+    status = compress.read_job(folder)
+    if not status.running:
+        st.rerun()
+    st.progress(
+        min(1.0, max(0.0, status.progress)),
+        text=f"Compressing: {escape_markdown(status.stage or 'starting')}…",
+    )
+    st.caption(
+        "The job runs in its own process: you can leave this page and come back; "
+        "the table is stored with the model."
+    )
+
+
+def _compress_results(folder, table: dict) -> None:
+    from lib import compress
+    from lib.plots.compress import tradeoff_figure
+
+    st.caption(
+        f"{table['test_images']} test images · measured {escape_markdown(table['created'])} · "
+        f"latency: {escape_markdown(table['latency'])}."
+    )
+    rows = table["rows"]
+    st.dataframe(
+        [
+            {
+                "variant": r["label"],
+                "accuracy": r["accuracy"],
+                "change (points)": r["accuracy_change_points"],
+                "classes losing > 5 points": ", ".join(r["flagged_classes"]) or "none",
+                "size (KB)": round(r["size_bytes"] / 1024, 1),
+                "gzipped (KB)": round(r["gzip_bytes"] / 1024, 1),
+                "p50 (ms)": r["latency_p50_ms"],
+                "p95 (ms)": r["latency_p95_ms"],
+                "agrees with Keras": r["top1_agreement"],
+            }
+            for r in rows
+        ],
+        column_config={
+            "accuracy": st.column_config.NumberColumn(format="percent"),
+            "agrees with Keras": st.column_config.NumberColumn(format="percent"),
+        },
+        hide_index=True,
+        width="stretch",
+    )
+    for r in rows:
+        if r["flagged_classes"]:
+            names = ", ".join(escape_markdown(c) for c in r["flagged_classes"])
+            st.warning(
+                f"{escape_markdown(r['label'])}: {names} lose more than "
+                f"{compress.FLAG_POINTS:.0f} points of accuracy.",
+                icon=":material/warning:",
+            )
+    st.plotly_chart(tradeoff_figure(table), key="predict_compress_chart", width="stretch")
+    with st.popover("Per-class accuracy change (points)"):
+        st.dataframe(
+            [
+                {"class": c["class"]}
+                | {r["label"]: r["per_class"][i]["change_points"] for r in rows[1:]}
+                for i, c in enumerate(rows[0]["per_class"])
+            ],
+            hide_index=True,
+        )
+    files = {r["variant"]: r for r in rows if r.get("file")}
+    if files:
+        pick = st.selectbox(
+            "Variant file",
+            list(files),
+            format_func=lambda k: f"{files[k]['label']} · {files[k]['size_bytes'] / 1024:,.0f} KB",
+            key=ui.PRED_COMPRESS_FILE,
+        )
+        path = folder / files[pick]["file"]
+        if path.is_file():
+            st.download_button(
+                f"Download {escape_markdown(path.name)}",
+                path.read_bytes(),
+                file_name=path.name,
+                mime="application/octet-stream",
+                key=ui.PRED_DOWNLOAD + "variant",
+                icon=":material/download:",
+            )
+
+
+def _browser_demo(entry: registry.ModelEntry) -> None:
+    from lib import demo_export
+
+    st.markdown("**Browser demo**")
+    st.caption(
+        "A folder (as a zip) with index.html, the model as ONNX, its labels and onnxruntime-web: "
+        "it classifies uploaded images and camera frames in the browser, from any static file "
+        "server (e.g. `python3 -m http.server` in the folder)."
+    )
+    if st.button("Build browser demo", key=ui.PRED_DEMO_BUTTON, icon=":material/language:"):
+        try:
+            with st.spinner("Converting to ONNX and packing the demo…"):
+                data, name = demo_export.demo_zip(entry)
+            st.session_state[ui.PRED_DEMO_RESULT] = (str(entry.model_path), data, name)
+        except Exception as exc:
+            _show(exc, "Browser demo")
+    held = st.session_state.get(ui.PRED_DEMO_RESULT)
+    if held and held[0] == str(entry.model_path):
+        st.download_button(
+            f"Download {escape_markdown(held[2])} ({len(held[1]) / 2**20:.1f} MB)",
+            held[1],
+            file_name=held[2],
+            mime="application/zip",
+            key=ui.PRED_DOWNLOAD + "demo",
+            icon=":material/download:",
+        )
+
+
 # ---------------------------------------------------------------- page
 
 ui.ensure_router()
@@ -512,3 +723,4 @@ else:
     st.caption("Give an image above to see what the model thinks it is.")
 
 _export_panel(entry)
+_compress_panel(entry)

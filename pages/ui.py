@@ -142,6 +142,16 @@ PRED_EXPORT_BUTTON = "predict_export_button"  # button: convert and check
 PRED_EXPORT_RESULT = "predict_export_result"  # (model key, ExportResult) of the last export
 PRED_DOWNLOAD = "predict_download_"  # + what: download buttons (csv, export)
 PRED_CHART = "predict_topk_chart"  # the top-k probability chart
+# Predict page, Compress section (lib.compress, lib.demo_export)
+PRED_COMPRESS_VARIANTS = "predict_compress_variants"  # multiselect: variants to build
+PRED_COMPRESS_INT8_IO = "predict_compress_int8_io"  # checkbox: int8 input/output tensors
+PRED_COMPRESS_SPARSITY = "predict_compress_sparsity"  # slider: pruning target sparsity
+PRED_COMPRESS_SCHEDULE = "predict_compress_schedule"  # selectbox: pruning schedule
+PRED_COMPRESS_EPOCHS = "predict_compress_epochs"  # number input: pruning fine-tuning passes
+PRED_COMPRESS_START = "predict_compress_start"  # button: start the trade-off job
+PRED_COMPRESS_FILE = "predict_compress_file"  # selectbox: which variant file to download
+PRED_DEMO_BUTTON = "predict_demo_button"  # button: build the browser demo
+PRED_DEMO_RESULT = "predict_demo_result"  # (model file, zip bytes, file name) of the last demo
 # Unknown detection (Predict) and the robustness report (Evaluate)
 PRED_UNKNOWN_THRESHOLD = "predict_unknown_threshold"  # slider: unknown-detection threshold
 PRED_UNKNOWN_MODEL = "predict_unknown_model"  # model file the threshold slider was set for
