@@ -444,6 +444,36 @@ class AugmentConfig(_JsonMixin):
             "How strong each RandAugment transform is.",
         ),
     )  # fmt: skip
+    # Hardening (lib.training.harden): made in the train step from the current model,
+    # so the preview does not show them. All zero: ordinary training.
+    adversarial_epsilon: float = field(
+        default=0.0,
+        metadata=_range(
+            0.0, 16.0, "adversarial training budget in grey levels of 255; 0 off",
+            label="Adversarial ε (of 255)", group="Hardening", widget="slider", step=0.5,
+            help="Train on adversarial copies of each batch beside the clean images, made "
+            "within ±ε grey levels (2 means ε = 2/255). Makes the model resist small "
+            "deliberate changes, at some clean accuracy and about twice the training time.",
+        ),
+    )  # fmt: skip
+    adversarial_steps: int = field(
+        default=0,
+        metadata=_range(
+            0, 10, "PGD steps of the adversarial copies; 0 is FGSM (one step)",
+            label="Adversarial PGD steps", group="Hardening", widget="slider", step=1,
+            help="0: FGSM, one gradient-sign step. 1-10: PGD from a random start; stronger "
+            "and slower (each step costs one more backward pass).",
+        ),
+    )  # fmt: skip
+    corruption: float = field(
+        default=0.0,
+        metadata=_aug(
+            0.0, 1.0, "share of training images given a random common corruption",
+            "Corruption augmentation", "Hardening",
+            "Each training image is, with this probability, given one of: Gaussian noise, "
+            "blur, a brightness shift, low contrast or an occluding square.",
+        ),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -297,3 +297,156 @@ with tab_dl:
         key="evaluate_dl_predictions",
         icon=":material/download:",
     )
+
+# --- Robustness ------------------------------------------------------------------
+
+
+def _start_robustness(run_id: str) -> None:
+    from lib import robustness
+
+    try:
+        robustness.start_report(run_id)
+        st.session_state[ui.EVAL_ROBUSTNESS_NOTICE] = ("info", "Robustness report started.")
+    except Exception as exc:
+        st.session_state[ui.EVAL_ROBUSTNESS_NOTICE] = ("error", error_text(exc, "Not started"))
+
+
+def _harden(run_id: str) -> None:
+    from lib import robustness
+
+    method = st.session_state.get(ui.EVAL_ROBUSTNESS_METHOD)
+    try:
+        new_id = robustness.hardened_clone(run_id, method)
+        st.session_state[ui.EVAL_ROBUSTNESS_NOTICE] = (
+            "success",
+            f"Hardened clone {new_id} queued ({escape_markdown(method)}). Watch it on the Train "
+            "page; when it completes, pick it here and compute its report to compare.",
+        )
+    except Exception as exc:
+        st.session_state[ui.EVAL_ROBUSTNESS_NOTICE] = ("error", error_text(exc, "Not cloned"))
+
+
+def _robustness_table(report: dict, base: dict | None) -> None:
+    from lib import robustness
+
+    rows = robustness.table_rows(report)
+    if base is not None:
+        base_rows = {
+            (r["condition"], r["level"]): r["accuracy"] for r in robustness.table_rows(base)
+        }
+        for row in rows:
+            row["before hardening"] = base_rows.get((row["condition"], row["level"]))
+    st.dataframe(
+        rows,
+        column_config={
+            "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
+            "drop": st.column_config.NumberColumn("drop from clean", format="percent"),
+            "before hardening": st.column_config.NumberColumn("before hardening", format="percent"),
+        },
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def _robustness_comparison(report: dict, base: dict, base_id: str) -> None:
+    from lib import robustness
+
+    diff = robustness.compare(base, report)
+    st.markdown(f"**Hardened clone of** `{escape_markdown(base_id)}`: what hardening bought")
+    cols = st.columns(4)
+    gained = diff.get("pgd_eps2_gained")
+    cols[0].metric(
+        "PGD ε=2/255 accuracy", f"{robustness.robust_accuracy(report):.1%}",
+        delta=None if gained is None else f"{gained:+.1%}",
+    )  # fmt: skip
+    fg = diff.get("fgsm_eps2_gained")
+    cols[1].metric(
+        "FGSM ε=2/255 accuracy", f"{robustness.robust_accuracy(report, 'fgsm'):.1%}",
+        delta=None if fg is None else f"{fg:+.1%}",
+    )  # fmt: skip
+    cols[2].metric("Clean accuracy", f"{report['clean']:.1%}", delta=f"{-diff['clean_lost']:+.1%}")
+    cols[3].metric(
+        "Mean corruption accuracy", f"{robustness.mean_corruption_accuracy(report):.1%}",
+        delta=f"{diff['corruption_gained']:+.1%}",
+    )  # fmt: skip
+
+
+def _robustness_panel(run_id: str, run_dir: Path, polling: bool) -> None:
+    from lib import robustness
+    from lib.plots.robustness import robustness_figure
+
+    status = robustness.job_status(run_dir)
+    running = status is not None and status.state in ("queued", "running")
+    if polling and not running:
+        st.rerun(scope="app")  # the job ended: redraw the page without the poll
+    said = st.session_state.pop(ui.EVAL_ROBUSTNESS_NOTICE, None)
+    if said:
+        getattr(st, said[0])(said[1])
+    report = robustness.read_report(run_dir)
+    if running:
+        phase = robustness.latest_phase(run_dir) or "starting"
+        st.info(
+            f"Computing the robustness report… {escape_markdown(phase)}",
+            icon=":material/hourglass_top:",
+        )
+    elif status is not None and status.state == "failed":
+        st.error(
+            f"The robustness report failed: {escape_markdown(status.error)}",
+            icon=":material/error:",
+        )
+    if report is None and not running:
+        st.caption(
+            f"Accuracy on up to {robustness.REPORT_IMAGES} held-out images under seven common "
+            "corruptions at three severities, and under FGSM and PGD attacks at ε = 1, 2, 4 and "
+            "8 of 255. Computed in the background; a few minutes on a CPU."
+        )
+    c1, c2, c3 = st.columns([1, 2, 1])
+    if c1.button(
+        "Compute robustness report" if report is None else "Compute again",
+        key=ui.EVAL_ROBUSTNESS_START, icon=":material/shield:", disabled=running,
+    ):  # fmt: skip
+        _start_robustness(run_id)
+        st.rerun(scope="app")  # the whole page, so the panel polls while the job runs
+    c2.selectbox(
+        "Hardening", list(robustness.HARDENING_METHODS), key=ui.EVAL_ROBUSTNESS_METHOD,
+        label_visibility="collapsed",
+    )  # fmt: skip
+    c3.button(
+        "Clone hardened", key=ui.EVAL_ROBUSTNESS_HARDEN, icon=":material/content_copy:",
+        on_click=_harden, args=(run_id,),
+        help="A new run with this run's recipe, trained with the hardening on the left.",
+    )  # fmt: skip
+    if report is None:
+        return
+    base_id = robustness.hardened_from(run_dir)
+    base = robustness.read_report(runstore.run_dir(base_id)) if base_id else None
+    if base_id and base is None:
+        st.caption(
+            f"This run is a hardened clone of `{escape_markdown(base_id)}`: compute that run's "
+            "report too to compare them."
+        )
+    if base is not None:
+        _robustness_comparison(report, base, base_id)
+    st.caption(
+        f"{report['images']} {report['split']} images · clean accuracy {report['clean']:.1%} · "
+        f"computed in {report['seconds']:.0f} s"
+    )
+    st.plotly_chart(
+        robustness_figure(report, base, names=("hardened", "before")),
+        key="evaluate_robustness_chart",
+    )
+    _robustness_table(report, base)
+
+
+def _robustness_running(run_dir: Path) -> bool:
+    from lib import robustness
+
+    status = robustness.job_status(run_dir)
+    return status is not None and status.state in ("queued", "running")
+
+
+st.divider()
+st.subheader("Robustness")
+# While the report job runs, only this panel polls the run folder (every 2 s).
+_polling = _robustness_running(run_dir)
+st.fragment(run_every=2.0 if _polling else None)(_robustness_panel)(run_id, run_dir, _polling)

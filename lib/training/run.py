@@ -41,7 +41,7 @@ from lib import runstore
 from lib.config import RunConfig, TrainConfig
 from lib.errors import KestrelError
 from lib.progress import EndEvent, MetricsEvent, PhaseEvent, append_event
-from lib.training import transfer
+from lib.training import harden, transfer
 from lib.training.callbacks import ProgressWriter, build_callbacks
 from lib.training.resume import (
     best_epoch,
@@ -539,6 +539,7 @@ def _train(
             else f"building model (resuming at epoch {resume.epoch + 1})"
         )
         model = build_and_compile(cfg, data, hw)
+        harden.install(model, cfg.augment, tc.seed)  # adversarial / corruption training, if set
         path_facts: dict[str, Any] = {}
         if transfer.cached_path_reason(cfg) is None:
             phase("training on cached backbone features")

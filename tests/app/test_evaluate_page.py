@@ -125,3 +125,62 @@ def test_evaluate_labels_runs_and_keeps_the_pick_by_id(run_dir):
     # The name is shown as text wherever markdown renders (no image, no link).
     markup = [m.value for m in (*at.markdown, *at.caption, *at.subheader, *at.info)]
     assert not any("![x](" in v or "[link](" in v for v in markup), markup
+
+
+def _with_predictions(run_dir: Path) -> None:
+    ev.compute_predictions(run_dir)
+
+
+def test_robustness_report_is_started_from_the_page_then_shown_as_chart_and_table(
+    run_dir, monkeypatch
+):
+    from lib import robustness
+
+    _with_predictions(run_dir)
+    started = []
+    monkeypatch.setattr(robustness, "start_report", lambda run_id: started.append(run_id))
+    at = open_page("pages/evaluate.py")
+    at.button(key=ui.EVAL_ROBUSTNESS_START).click()
+    at.run()
+    assert started == [run_dir.name]
+    assert not at.exception and not at.error
+    robustness.compute_report(run_dir)  # what the job computes
+    at.run()
+    assert not at.exception and not at.error
+    table = next(df.value for df in at.dataframe if "condition" in getattr(df.value, "columns", []))
+    assert len(table) == 1 + 7 * 3 + 2 * 4
+    assert set(table["condition"]) >= {"PGD", "FGSM", "jpeg", "occlusion"}
+    assert any("clean accuracy" in c.value for c in at.caption)
+
+
+def test_a_hardened_clone_is_made_in_one_click_and_compared_with_its_source(run_dir, monkeypatch):
+    from lib import jobs, robustness
+
+    _with_predictions(run_dir)
+    robustness.compute_report(run_dir)
+    monkeypatch.setattr(jobs, "start_run", lambda config: runstore.create_run(config).name)
+    at = open_page("pages/evaluate.py")
+    at.selectbox(key=ui.EVAL_ROBUSTNESS_METHOD).set_value(
+        "Corruption augmentation (half the images)"
+    )
+    at.button(key=ui.EVAL_ROBUSTNESS_HARDEN).click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Hardened clone" in s.value for s in at.success)
+    clone = next(
+        p for p in runstore.runs_root().iterdir() if robustness.hardened_from(p) == run_dir.name
+    )
+    assert runstore.read_config(clone).augment.corruption == 0.5
+    # the clone "trains": here, its folder gets the source's model and a report of its own
+    shutil.copy(run_dir / runstore.MODEL_FILE, clone / runstore.MODEL_FILE)
+    shutil.copy(run_dir / runstore.METRICS_FILE, clone / runstore.METRICS_FILE)
+    runstore.update_status(clone, state="completed")
+    ev.compute_predictions(clone)
+    robustness.compute_report(clone)
+    at = open_page("pages/evaluate.py")
+    at.selectbox(key=ui.EVAL_RUN).set_value(clone.name)
+    at.run()
+    assert not at.exception and not at.error
+    labels = {m.label for m in at.metric}
+    assert {"PGD ε=2/255 accuracy", "Clean accuracy"} <= labels
+    assert any("Hardened clone of" in m.value for m in at.markdown)
