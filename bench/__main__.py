@@ -51,6 +51,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
     "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),
+    "tune": ("bench.bench_tune", "tuning: pruned study vs default recipe, LR finder vs grid, two workers"),
 }  # fmt: skip
 CHILD_TIMEOUT_S = 3 * 3600
 

@@ -160,7 +160,7 @@ def new_study_section(draft, has_studies: bool) -> None:
             disabled=not space,
             help=None if space else "Switch at least one setting to a range or values first.",
         )
-        _show_message(START)
+    _show_message(START)  # outside: the expander folds once a study exists
 
 
 # ---------------------------------------------------------------- a study's panel

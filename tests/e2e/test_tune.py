@@ -1,0 +1,123 @@
+"""A person tunes the learning rate in the browser: a tiny study, a stopped trial, "Use best".
+
+Digits (8×8) as the dataset, then the Tune page: switch "Learning rate" to a range,
+three one-epoch trials, start. The trial table fills while trials run (each is a
+real run in its own process); one running trial is stopped by hand and shows as
+pruned; when the study has finished, "Use best" puts the best trial's recipe into
+the draft, and the Train page's form shows its learning rate and epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from helpers import (
+    click,
+    main_text,
+    navigate,
+    open_page,
+    select,
+    set_number,
+    wait_for_text,
+    wait_idle,
+)
+
+from lib import drafts, tuning
+
+pytestmark = pytest.mark.e2e
+
+TRIALS = 3
+STUDY_TIMEOUT_S = 420  # three cold run processes one after another on 2 shared cores
+TABLE = '[data-testid="stDataFrame"]'
+
+
+def table_rows(page) -> list[dict[str, str]]:
+    """The trial table's rows as the grid shows them (its accessible table), by column."""
+    return page.evaluate(
+        """sel => { const t = document.querySelector(sel + ' table');
+                    if (!t) return [];
+                    const heads = [...t.querySelectorAll('thead th')].map(h => h.innerText.trim());
+                    return [...t.querySelectorAll('tbody tr')].map(r => {
+                        const row = {};
+                        [...r.querySelectorAll('td')].forEach((c, i) => {
+                            row[heads[i] || String(i)] = c.innerText.trim(); });
+                        return row; }); }""",
+        TABLE,
+    )
+
+
+def wait_rows(page, predicate, timeout_s: float, what: str) -> list[dict[str, str]]:
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict[str, str]] = []
+    while time.monotonic() < deadline:
+        rows = table_rows(page)
+        if predicate(rows):
+            return rows
+        page.wait_for_timeout(1000)
+    raise AssertionError(f"{what}: the table shows {rows}\n{main_text(page)[-2000:]}")
+
+
+def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
+    base = streamlit_server
+    open_page(page, base, "dataset")
+    select(page, "Source", "Digits — scikit-learn 8×8")
+    wait_for_text(page, r"In use: digits")
+    navigate(page, "Tune")
+    steps(page, "tune-open")
+
+    page.get_by_label("Study name").fill("lr search")
+    page.get_by_label("Study name").press("Tab")
+    wait_idle(page)
+    set_number(page, "Trials", TRIALS)
+    set_number(page, "Epochs per trial", 1)
+    page.get_by_text("Search Learning rate", exact=True).click()
+    wait_idle(page)
+    assert page.get_by_role("spinbutton", name="lowest").first.is_visible()
+    wait_for_text(page, "searched on a log scale")
+    click(page, "Start study")
+    wait_for_text(page, r"Study lr search started: 3 trials")
+    steps(page, "study-started")
+
+    # The table fills: trial 0 appears, queued or running, with its learning rate.
+    rows = wait_rows(page, lambda r: len(r) >= 1, 60, "no trial row appeared")
+    assert rows[0]["trial"] == "0" and rows[0]["state"] in ("queued", "running"), rows
+    # Stop the first trial by hand once its run trains.
+    wait_rows(page, lambda r: r and r[0]["state"] == "running", 180, "trial 0 never ran")
+    steps(page, "trial-running")
+    wait_for_text(page, r"trial 0 \(running")
+    click(page, "Stop trial")
+    wait_for_text(page, r"Trial 0 stops after its current batch")
+    rows = wait_rows(
+        page, lambda r: r and r[0]["state"] == "pruned", 120, "trial 0 was not stopped"
+    )
+    assert rows[0]["note"] == "stopped by hand", rows
+    steps(page, "trial-stopped")
+
+    # The study goes on with the other trials and finishes.
+    rows = wait_rows(
+        page,
+        lambda r: len(r) == TRIALS and all(row["state"] in ("complete", "pruned") for row in r),
+        STUDY_TIMEOUT_S,
+        "the study did not finish",
+    )
+    wait_for_text(page, r"finished · 3/3 trials done")
+    steps(page, "study-finished")
+
+    # Use best: the draft (and the Train form) now hold the best trial's recipe.
+    spec = tuning.read_spec(tuning.study_dir("lr-search"))
+    study = tuning.load_study(spec, tuning.study_dir("lr-search"))
+    best = study.best_trial
+    best_lr = best.params["train.learning_rate"]
+    assert any(row["trial"] == str(best.number) and row["state"] == "complete" for row in rows)
+    click(page, "Use best")
+    wait_for_text(page, rf"Trial {best.number}'s recipe is in the draft")
+    draft_id = parse_qs(urlparse(page.url).query)["draft"][0]
+    draft = drafts.load(draft_id)
+    assert draft.train.learning_rate == best_lr and draft.train.epochs == 1
+    navigate(page, "Train")
+    shown = page.get_by_role("spinbutton", name="Learning rate").first.input_value()
+    assert float(shown) == pytest.approx(best_lr, rel=0.05)  # the form shows %.1e
+    assert page.get_by_role("spinbutton", name="Epochs").first.input_value() == "1"
+    steps(page, "train-form-best")
