@@ -16,6 +16,7 @@ pages = {
         st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
         st.Page("pages/builder.py", title="Build a dataset", icon=":material/add_photo_alternate:"),
         st.Page("pages/augmentation.py", title="Augmentation", icon=":material/auto_awesome:"),
+        st.Page("pages/health.py", title="Data health", icon=":material/health_and_safety:"),
     ],
     "Model": [
         st.Page("pages/model.py", title="Model", icon=":material/neurology:"),

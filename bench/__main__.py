@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "progress": ("bench.bench_progress", "progress streaming overhead: Kestrel callbacks vs plain fit"),
     "predict": ("bench.bench_predict", "single-image prediction latency, p50/p95"),
     "gradcam": ("bench.bench_gradcam", "Grad-CAM localisation: map peak inside the shape's box"),
+    "health": ("bench.bench_health", "data health: planted label noise and leakage vs a plain CV CNN"),
     "ablation": ("bench.bench_ablation", "recipe parts' CPU cost per training image (BatchNorm, width, EMA...)"),
     "decode": ("bench.bench_decode", "JPEG folder: streamed decode+resize vs a Pillow loop, images/s"),
     "ood": ("bench.bench_ood", "unknown detection: AUROC and FPR at 95 % TPR per score and set"),

@@ -6,6 +6,7 @@ Usage::
     python -m lib train --run-dir DIR              # (re)start the run in DIR (resumes)
     python -m lib runs                             # list the runs of the workspace
     python -m lib stop RUN_ID | resume RUN_ID
+    python -m lib health RUN_ID_OR_DATASET         # data health summary and review queue
     python -m lib dataset create|add|import|rename|merge|remove|list ...  # built datasets
     python -m lib ood fit MODEL                    # unknown detection for a model or run
     python -m lib robustness RUN_ID                # the robustness report of a run
@@ -155,6 +156,7 @@ def _add_unknown_and_robustness(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lib", description="Kestrel command line")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_health(sub)
     _add_tuning(sub)
     train = sub.add_parser("train", help="train a run headless")
     train.add_argument("config", nargs="?", help="RunConfig JSON file")
@@ -332,3 +334,43 @@ def _add_dataset(sub) -> None:
     p.add_argument("class_name")
     p.add_argument("files", nargs="+")
     ds.set_defaults(func=cmd_dataset)
+
+# ---------------------------------------------------------------- data health (lib.health)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Check a run's dataset (or a dataset): print the summary, write the review queue."""
+    from lib import health
+
+    data, run_id = health.resolve_target(args.target)
+    path = health.create_check(data, run_id=run_id, folds=args.folds, epochs=args.epochs)
+    print(f"health check {path.name} of {args.target}", flush=True)
+    code = health.run_check(path)
+    status = health.check_status(path)
+    if code != 0:
+        print(f"error: {status.error}", file=sys.stderr)
+        return 2
+    report = health.read_report(path)
+    print("images: " + ", ".join(f"{k} {v:,}" for k, v in report["sizes"].items()))
+    for issue in health.ISSUE_TYPES:
+        print(f"{health.ISSUE_LABELS[issue]}: {report['counts'].get(issue, 0):,}")
+    queue = path / health.QUEUE_FILE
+    if args.out:
+        out = Path(args.out).expanduser()
+        out.write_bytes(queue.read_bytes())
+        queue = out
+    print(f"review queue ({sum(report['counts'].values()):,} images, most likely problems "
+          f"first): {queue}")  # fmt: skip
+    return 0
+
+
+def _add_health(sub) -> None:
+    health = sub.add_parser(
+        "health", help="data health: label issues, outliers, duplicates, train/test leakage"
+    )
+    health.add_argument("target", help="a run id, a built-in dataset name, or a class folder")
+    health.add_argument("--folds", type=int, default=4, help="cross-validation folds")
+    health.add_argument("--epochs", type=int, default=5, help="epochs per fold")
+    health.add_argument("--out", help="also write the review queue (CSV) to this file")
+    health.set_defaults(func=cmd_health)
+

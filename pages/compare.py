@@ -1,10 +1,11 @@
-"""Compare runs: overlaid validation curves and the runs' key numbers side by side."""
+"""Compare runs: overlaid validation curves, the runs' key numbers side by side, and a run diff."""
 
 from collections import Counter
 
 import streamlit as st
 
 from lib import evaluation as ev
+from lib import run_diff
 from lib import runs as runs_lib
 from lib.plots import evaluation as plots
 from lib.text import error_text
@@ -84,3 +85,65 @@ with st.spinner("Reading the runs…"):
 st.dataframe(
     {"": list(ROWS.values()), **table}, hide_index=True, key="compare_table", width="stretch"
 )
+
+st.subheader("Run diff", anchor="run-diff")
+st.caption(
+    "Two runs on the same test images: which images the second run got right that the "
+    "first got wrong, and the other way round, and how the confusion matrix moved."
+)
+pair = st.columns(2)
+run_a = pair[0].selectbox("Before", chosen, index=0, format_func=labels.get, key=ui.COMPARE_DIFF_A)
+run_b = pair[1].selectbox(
+    "After", chosen, index=min(1, len(chosen) - 1), format_func=labels.get, key=ui.COMPARE_DIFF_B
+)
+if run_a == run_b:
+    st.info("Pick two different runs.", icon=":material/info:")
+    st.stop()
+try:
+    with st.spinner("Matching the test images…"):
+        diff = run_diff.diff_runs(run_a, run_b)
+except Exception as exc:
+    ui.show_error(exc, "Run diff")
+    st.stop()
+fixed, broken = diff.wrong_to_right, diff.right_to_wrong
+cols = st.columns(4)
+cols[0].metric("Common test images", f"{diff.common:,}")
+cols[1].metric(
+    "Accuracy", f"{diff.accuracy_b:.2%}", f"{(diff.accuracy_b - diff.accuracy_a) * 100:+.2f} pts"
+)
+cols[2].metric("Wrong → right", f"{len(fixed):,}")
+cols[3].metric("Right → wrong", f"{len(broken):,}")
+if diff.only_a or diff.only_b:
+    st.caption(
+        f"{diff.only_a:,} test image(s) only the first run saw and {diff.only_b:,} only the "
+        "second saw are left out."
+    )
+if diff.label_changed.any():
+    st.caption(
+        f"{int(diff.label_changed.sum()):,} common image(s) carry another label in the second "
+        "run's dataset; both runs are scored against the second's labels."
+    )
+st.plotly_chart(run_diff.confusion_delta_figure(diff), key="compare_diff_confusion")
+
+
+def _flips(title: str, which, limit: int = 12) -> None:
+    st.markdown(f"**{title}** ({len(which):,})")
+    if not len(which):
+        st.caption("None.")
+        return
+    shown = which[:limit]
+    preds = ev.load_predictions(by_id[run_b])
+    images = ev.load_images(by_id[run_b], preds, diff.pos_b[shown])
+    grid = st.columns(6)
+    names = diff.class_names
+    for n, (i, img) in enumerate(zip(shown, images, strict=True)):
+        grid[n % 6].image(
+            ev.display_image(img),
+            caption=f"{names[diff.y_true[i]]}: {names[diff.pred_a[i]]} → {names[diff.pred_b[i]]}",
+        )
+    if len(which) > limit:
+        st.caption(f"the first {limit} of {len(which):,}")
+
+
+_flips("Wrong → right", fixed)
+_flips("Right → wrong", broken)

@@ -41,10 +41,45 @@ def _show(exc: BaseException, where: str) -> None:
     st.error(error_text(exc, where), icon=":material/error:")
 
 
-def _gallery(run_dir: Path, preds: ev.Predictions, positions: np.ndarray, captions: list[str]):
+def _fix(run_id: str, key: str, action: str, widget: str) -> None:
+    """Record a relabel/exclude decision for one image in the run's health review."""
+    from lib import health
+
+    label = st.session_state.get(widget, "") if action == "relabel" else ""
+    try:
+        health.decide(health.review_for_run(run_id), key, action, label)
+    except Exception as exc:
+        st.session_state[ui.HEALTH_MSG] = ("error", f"Not recorded: {exc}")
+        return
+    done = f"relabelled as {label}" if action == "relabel" else "excluded"
+    st.session_state[ui.HEALTH_MSG] = (
+        "success", f"Image {key} {done}; Data health saves it as a new dataset version."
+    )  # fmt: skip
+
+
+def _fix_buttons(col, run_dir: Path, preds: ev.Predictions, p: int, where: str) -> None:
+    """Relabel / exclude under one gallery image (decisions go to Data health)."""
+    key = f"{preds.split}:{int(preds.indices[p])}"
+    widget = f"{ui.EVAL_FIX_TO}{where}_{p}"
+    with col.popover("Fix", width="stretch"):
+        names = list(preds.class_names)
+        st.selectbox("Relabel as", names, index=int(preds.y_pred[p]), key=widget)
+        st.button("Relabel", key=f"{ui.EVAL_FIX}{where}_{p}_relabel", on_click=_fix,
+                  args=(run_dir.name, key, "relabel", widget))  # fmt: skip
+        st.button("Exclude", key=f"{ui.EVAL_FIX}{where}_{p}_exclude", on_click=_fix,
+                  args=(run_dir.name, key, "exclude", widget))  # fmt: skip
+
+
+def _gallery(
+    run_dir: Path, preds: ev.Predictions, positions: np.ndarray, captions: list[str],
+    fix: str = "",
+):  # fmt: skip
     if len(positions) == 0:
         st.caption("No images.")
         return
+    said = st.session_state.pop(ui.HEALTH_MSG, None) if fix else None
+    if said:  # the outcome of the last Fix (relabel/exclude) click
+        getattr(st, said[0])(escape_markdown(said[1]))
     mtime = (run_dir / runstore.PREDICTIONS_FILE).stat().st_mtime
     shown = positions[:GALLERY_MAX]
     try:
@@ -55,8 +90,11 @@ def _gallery(run_dir: Path, preds: ev.Predictions, positions: np.ndarray, captio
         return
     for start in range(0, len(images), GALLERY_COLUMNS):
         cols = st.columns(GALLERY_COLUMNS)
-        for col, img, cap in zip(cols, images[start:], captions[start:], strict=False):
+        row = zip(cols, images[start:], captions[start:], strict=False)
+        for k, (col, img, cap) in enumerate(row):
             col.image(img, caption=escape_markdown(cap), width="stretch", clamp=True)
+            if fix:
+                _fix_buttons(col, run_dir, preds, int(shown[start + k]), fix)
 
 
 def _on_cell_click(run_id: str) -> None:
@@ -181,7 +219,7 @@ with tab_cm:
                 f"Each caption is the probability of {shown_names[j]}."
             )
             conf = preds.confidence
-            _gallery(run_dir, preds, positions, [f"{conf[p]:.1%}" for p in positions])
+            _gallery(run_dir, preds, positions, [f"{conf[p]:.1%}" for p in positions], "cell")
 
     st.markdown("**Most confused pairs**")
     pairs = ev.most_confused(cm, names, top=10)
@@ -226,6 +264,7 @@ with tab_losses:
             f"{names[preds.y_true[p]]} → {names[preds.y_pred[p]]} {preds.confidence[p]:.0%}"
             for p in positions
         ],
+        "loss",
     )
 
 # --- ROC & PR ------------------------------------------------------------------
