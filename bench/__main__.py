@@ -49,6 +49,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "decode": ("bench.bench_decode", "JPEG folder: streamed decode+resize vs a Pillow loop, images/s"),
     "ood": ("bench.bench_ood", "unknown detection: AUROC and FPR at 95 % TPR per score and set"),
     "compress": ("bench.bench_compress", "int8 and 80 % pruning of the Fashion-MNIST demo vs float32 TFLite"),
+    "transfer_cache": ("bench.bench_transfer_cache", "transfer learning: cached backbone features vs plain frozen epochs"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
     "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),

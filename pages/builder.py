@@ -112,7 +112,7 @@ def _use(name: str, version: int) -> None:
 
 
 def _class_panel(name: str, version: int, cls: str, count: int) -> None:
-    with st.expander(f"{cls} · {count} image(s)", expanded=count < 5):
+    with st.expander(f"{cls} · {count} image(s)", expanded=True):
         files = datasets.list_images(name, version, cls)
         if files:
             cols = st.columns(6)

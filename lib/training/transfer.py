@@ -33,7 +33,8 @@ from lib.training.callbacks import AtomicModelCheckpoint, LastWeights, build_cal
 from lib.training.schedules import make_optimizer
 
 FEATURES_LAYER = "head_gap"  # the pooled backbone output in lib.architectures' transfer models
-EMBED_BATCH = 64  # images per backbone call while computing features
+EMBED_BATCH = 32  # images per backbone call while computing features
+DECODE_THREADS = 4  # threads decoding streamed files while the backbone runs
 PROGRESS_EVERY_S = 0.5  # at most this often an "embedding images n/N" event
 
 
@@ -55,9 +56,22 @@ def cached_path_reason(cfg: RunConfig) -> str | None:
     return None
 
 
+_FEATURE_MODELS: dict[int, tuple[keras.Model, keras.Model]] = {}  # id(model) -> (model, part)
+
+
 def feature_model(model: keras.Model) -> keras.Model:
-    """Pixels in, pooled backbone features out: the frozen part of a transfer model."""
-    return keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output)
+    """Pixels in, pooled backbone features out: the frozen part of a transfer model.
+
+    Made once per model (its compiled predict function is reused, not traced again).
+    """
+    known = _FEATURE_MODELS.get(id(model))
+    if known is not None and known[0] is model:
+        return known[1]
+    part = keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output)
+    if len(_FEATURE_MODELS) >= 4:
+        _FEATURE_MODELS.clear()
+    _FEATURE_MODELS[id(model)] = (model, part)
+    return part
 
 
 def head_model(model: keras.Model) -> keras.Model:
@@ -79,18 +93,34 @@ def embed_split(
     on_progress: Callable[[int, int], None] | None = None,
     batch_size: int = EMBED_BATCH,
 ) -> np.ndarray:
-    """float32 (N, D) features of every image of a split, in order (unreadable files blank)."""
+    """float32 (N, D) features of every image of a split, in order (unreadable files blank).
+
+    Streamed files are decoded by a few threads while the backbone runs; every
+    batch is padded to ``batch_size`` so the predict function is traced once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     n = len(split)
-    rows = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, min(n, start + batch_size))
-        images = split.images(idx).astype(np.float32)
-        rows.append(np.asarray(features.predict_on_batch(images), dtype=np.float32))
-        if on_progress:
-            on_progress(int(idx[-1]) + 1, n)
-    if not rows:
-        return np.zeros((0, int(features.output.shape[-1])), np.float32)
-    return np.concatenate(rows)
+    dim = int(features.output.shape[-1])
+    if n == 0:
+        return np.zeros((0, dim), np.float32)
+    out = np.empty((n, dim), np.float32)
+    batch = np.zeros((batch_size, *split.image_shape), np.float32)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        if split.streamed:
+            images = pool.map(lambda ref: split.load_ref(ref)[0], split.refs)
+        else:
+            images = iter(split.array)
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            for i in range(count):
+                batch[i] = next(images)
+            batch[count:] = 0
+            feats = np.asarray(features.predict_on_batch(batch), dtype=np.float32)
+            out[start : start + count] = feats[:count]
+            if on_progress:
+                on_progress(start + count, n)
+    return out
 
 
 def split_features(
