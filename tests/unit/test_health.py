@@ -182,3 +182,31 @@ def test_unknown_target_says_what_to_give():
         health.resolve_target("no-such-thing")
     data, run_id = health.resolve_target("digits")
     assert data.source == "digits" and run_id == ""
+
+
+def test_cli_prints_the_summary_and_writes_the_queue(monkeypatch, capsys, tmp_path):
+    """python -m lib health digits: the check runs in the process; summary and queue out."""
+    from lib import cli
+
+    def fake_check(splits, names, **kw):
+        y = splits["train"][1]
+        item = health.QueueItem("label", "train", 4, int(y[4]), (int(y[4]) + 1) % 10, 0.97)
+        counts = {"label": 1, "leakage": 0, "near_duplicate": 0, "outlier": 0}
+        sizes = {k: len(v[1]) for k, v in splits.items()}
+        return health.HealthReport(list(names), counts, [item], sizes=sizes)
+
+    monkeypatch.setattr(health, "check_arrays", fake_check)
+    out = tmp_path / "queue.csv"
+    assert cli.main(["health", "digits", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Label issues: 1" in printed and "Train/test leakage: 0" in printed
+    assert "images: train " in printed
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("key,issue,split") and rows[1].startswith("train:4,label,train,4")
+
+
+def test_cli_refuses_an_unknown_target(capsys):
+    from lib import cli
+
+    assert cli.main(["health", "nope"]) == 2
+    assert "neither a run id" in capsys.readouterr().err
