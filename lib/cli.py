@@ -10,6 +10,7 @@ Usage::
     python -m lib dataset create|add|import|rename|merge|remove|list ...  # built datasets
     python -m lib ood fit MODEL                    # unknown detection for a model or run
     python -m lib robustness RUN_ID                # the robustness report of a run
+    python -m lib export MODEL --format int8|float16|pruned|onnx|demo|...  [--tradeoff]
 
 Runs are written to the workspace (``$KESTREL_HOME/runs``) unless ``--run-dir``
 says otherwise, so runs made here appear in the UI. With ``TF_CONFIG`` set the
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("run_id")
     res.set_defaults(func=cmd_resume)
     _add_unknown_and_robustness(sub)
+    _add_export(sub)
     _add_dataset(sub)
     return parser
 
@@ -374,3 +376,10 @@ def _add_health(sub) -> None:
     health.add_argument("--out", help="also write the review queue (CSV) to this file")
     health.set_defaults(func=cmd_health)
 
+
+def _add_export(sub) -> None:
+    from lib import compress
+
+    export = sub.add_parser("export", help="export a model: TFLite variants, pruned, ONNX, demo")
+    compress.add_export_arguments(export)
+    export.set_defaults(func=compress.cli_export)

@@ -839,3 +839,136 @@ def run_job(folder: Path) -> int:
 
 if __name__ == "__main__":
     sys.exit(run_job(Path(sys.argv[1])))
+
+
+# ---------------------------------------------------------------- command line
+
+
+def resolve_model(name: str) -> ModelEntry:
+    """A registry model by name, or a completed run by id."""
+    from lib import registry, runstore
+
+    for entry in registry.list_models():
+        if entry.name == name:
+            return entry
+    try:
+        run = runstore.run_dir(name)
+    except KestrelError:
+        run = None
+    if run is not None and (run / runstore.MODEL_FILE).is_file():
+        return registry.run_entry(run)
+    names = ", ".join(e.name for e in registry.list_models()) or "none"
+    raise CompressError(
+        f"no registry model or completed run named {name!r}; registry models: {names} "
+        "(runs: python -m lib runs)"
+    )
+
+
+CLI_FORMATS = ("keras", "savedmodel", "tflite", "tflite_dynamic", "onnx",
+               "float16", "int8", "pruned", "demo")  # fmt: skip
+
+
+def add_export_arguments(parser) -> None:
+    """The options of ``python -m lib export`` (lib.cli registers the command)."""
+    parser.add_argument("model", help="registry model name or run id")
+    parser.add_argument(
+        "--format",
+        choices=CLI_FORMATS,
+        default="tflite",
+        help="keras/savedmodel/tflite/tflite_dynamic/onnx: lib.export with a parity check; "
+        "float16/int8/pruned: compression variants; demo: the browser demo folder (or .zip)",
+    )
+    parser.add_argument("--out", help="output file or folder (default: named after the model)")
+    parser.add_argument("--int8-io", action="store_true", help="int8: int8 input and output")
+    parser.add_argument("--sparsity", type=float, default=CompressOptions.sparsity)
+    parser.add_argument("--schedule", choices=SCHEDULES, default=CompressOptions.schedule)
+    parser.add_argument("--prune-epochs", type=float, default=CompressOptions.prune_epochs)
+    parser.add_argument(
+        "--tradeoff",
+        action="store_true",
+        help="instead of one file: build every variant, measure the trade-off table on the "
+        "test split, store it with the model and print it",
+    )
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """The trade-off table as plain text."""
+    header = (
+        "VARIANT",
+        "ACCURACY",
+        "CHANGE",
+        "SIZE KB",
+        "GZIP KB",
+        "P50 MS",
+        "P95 MS",
+        "AGREE",
+        "FLAGGED",
+    )
+    lines = [header]
+    for r in table["rows"]:
+        lines.append((
+            r["variant"], f"{r['accuracy']:.2%}", f"{r['accuracy_change_points']:+.2f}",
+            f"{r['size_bytes'] / 1024:,.0f}", f"{r['gzip_bytes'] / 1024:,.0f}",
+            f"{r['latency_p50_ms']:.3f}", f"{r['latency_p95_ms']:.3f}",
+            f"{r['top1_agreement']:.2%}", ", ".join(r["flagged_classes"]) or "-",
+        ))  # fmt: skip
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)  # fmt: skip
+
+
+def cli_export(args) -> int:
+    """``python -m lib export``: one format to a file, or the trade-off table."""
+    from lib import export
+    from lib.demo_export import build_demo, demo_zip
+
+    entry = resolve_model(args.model)
+    options = CompressOptions(
+        int8_io=args.int8_io,
+        sparsity=args.sparsity,
+        schedule=args.schedule,
+        prune_epochs=args.prune_epochs,
+    ).validate()
+    stem = sanitize_name(entry.name.rsplit(".keras", 1)[0] or "model")
+    if args.tradeoff:
+        folder = job_dir(entry)
+        table = tradeoff(
+            entry, options, folder, lambda stage, share: print(f"{share:4.0%} {stage}", flush=True)
+        )
+        atomic_write_json(folder / TABLE_FILE, table)
+        _write_status(
+            folder, state="completed", ended=time.time(), progress=1.0, stage="done", error=""
+        )
+        print(format_table(table))
+        print(f"stored with the model in {folder}")
+        return 0
+    if args.format == "demo":
+        out = Path(args.out or f"{stem}-browser-demo")
+        if out.suffix == ".zip":
+            data, _ = demo_zip(entry)
+            atomic_write_bytes(out, data)
+        else:
+            build_demo(entry, out)
+        print(f"browser demo in {out}: serve it with `python3 -m http.server` inside it")
+        return 0
+    if args.format in export.FORMATS:
+        result = export.export_model(entry, args.format)
+        data, filename, parity = result.data, result.filename, result.parity
+    else:
+        model = load_model(entry)
+        train_x = train_y = None
+        if args.format in ("int8", "pruned"):
+            train_x, train_y, _, _ = load_splits(entry.card, options)
+        if args.format == "pruned":
+            model = prune(model, train_x, train_y, options, entry.card.output)
+            print(f"pruned to sparsity {sparsity_of(model):.1%}")
+        rep = None if train_x is None else train_x[: options.representative_images]
+        kind = "tflite" if args.format == "pruned" else args.format
+        data = convert(model, kind, rep, int8_io=options.int8_io)
+        filename, parity = stem + VARIANTS[args.format][1], None
+    out = Path(args.out or filename)
+    atomic_write_bytes(out, data)
+    size = f"{len(data) / 1024:,.0f} KB, gzipped {gzip_size(data) / 1024:,.0f} KB"
+    check = "" if parity is None else f"; top-1 agreement with Keras {parity.top1_agreement:.2%}"
+    print(f"{out} ({size}{check})")
+    return 0

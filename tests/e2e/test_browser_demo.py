@@ -20,10 +20,11 @@ from PIL import Image
 
 from lib import registry
 from lib.demo_export import build_demo
-from lib.predict import decode_upload, get_predictor
+from lib.predict import decode_upload, get_predictor, preprocess
 
 pytestmark = pytest.mark.e2e
-N_IMAGES = 40
+N_IMAGES = 40  # Fashion-MNIST test images
+N_NOISE = 4  # uniform noise: what unknown detection is for
 
 
 def _fashion_entry() -> registry.ModelEntry:
@@ -31,6 +32,20 @@ def _fashion_entry() -> registry.ModelEntry:
         if entry.name == "fashion-mnist-demo":
             return entry
     pytest.fail("models/fashion-mnist-demo is missing (make demo-models)")
+
+
+def _unknown(entry, images):
+    """(threshold, lib.ood's score per image) of the card's unknown detection, or None."""
+    block = getattr(entry.card, "unknown", None)
+    if not block:
+        return None
+    from lib import ood
+    from lib.registry import load_model
+
+    detector = ood.load_beside(entry.model_path)
+    batch = np.stack([preprocess(img, entry.card) for img in images])
+    features, logits = ood.features_and_logits(ood.feature_model(load_model(entry)), batch)
+    return float(block["threshold"]), detector.score(features, logits, block["score"]).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +66,12 @@ def demo_server(tmp_path_factory):
         Image.fromarray(img[:, :, 0]).save(path)
         paths.append(path)
         images.append(decode_upload(path.read_bytes(), path.name))  # the app's own path
+    noise = np.random.default_rng(11).integers(0, 256, (N_NOISE, 28, 28), dtype=np.uint8)
+    for j, img in enumerate(noise):
+        path = root / "images" / f"noise-{j}.png"
+        Image.fromarray(img).save(path)
+        paths.append(path)
+        images.append(decode_upload(path.read_bytes(), path.name))
     predictor = get_predictor(entry)
     keras_top1 = [p.label for p in predictor.predict(images, k=1)]
 
@@ -59,13 +80,13 @@ def demo_server(tmp_path_factory):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", paths, keras_top1
+    yield f"http://127.0.0.1:{server.server_address[1]}", paths, keras_top1, _unknown(entry, images)
     server.shutdown()
     server.server_close()
 
 
 def test_demo_classifies_like_keras(demo_server, new_page):
-    base, paths, keras_top1 = demo_server
+    base, paths, keras_top1, unknown = demo_server
     page = new_page()
     outside = []
     page.on(
@@ -88,19 +109,35 @@ def test_demo_classifies_like_keras(demo_server, new_page):
         top1_text = card.locator(".top1").inner_text()
         shown[card.get_attribute("data-name")] = top1_text.split(" · ")[0]
         assert card.locator(".bar").count() == 5  # top-k bars, k = 5 of 10 classes
-    page.screenshot(path="/tmp/browser_demo.png", full_page=False)
+    page.screenshot(path="/tmp/browser_demo.png", full_page=True)
 
-    agree = sum(shown[p.name] == k for p, k in zip(paths, keras_top1, strict=True))
-    assert agree / len(paths) >= 0.99, (agree, len(paths))
-    assert len(paths) >= 32
+    tested = [(p, k) for p, k in zip(paths, keras_top1, strict=True) if p.name.startswith("test")]
+    agree = sum(shown[p.name] == k for p, k in tested)
+    assert len(tested) >= 32
+    assert agree / len(tested) >= 0.99, (agree, len(tested))
+
+    # Unknown detection: the page applies the card's score and threshold as lib.ood does.
+    flags = {c.get_attribute("data-name"): c.get_attribute("data-unknown") for c in cards.all()}
+    if unknown is None:  # a card without unknown detection: the page shows none
+        assert set(flags.values()) == {None}
+    else:
+        threshold, scores = unknown
+        page_scores = {
+            c.get_attribute("data-name"): float(c.get_attribute("data-unknown-score"))
+            for c in cards.all()
+        }
+        for p, score in zip(paths, scores, strict=True):
+            assert page_scores[p.name] == pytest.approx(score, rel=1e-3, abs=1e-3), p.name
+            if abs(score - threshold) > 1e-3:
+                assert flags[p.name] == str(score > threshold).lower(), p.name
+        assert all(flags[p.name] == "true" for p in paths if p.name.startswith("noise"))
+        assert page.locator(".result .unknown").count() >= N_NOISE
     assert outside == []  # self-contained: no CDN, no other server
 
 
 def test_demo_page_resizes_like_kestrel(demo_server, new_page, tmp_path):
     """A larger colour photo is shrunk and turned gray in the page as lib.predict does."""
-    base, _, _ = demo_server
-    from lib.predict import preprocess
-
+    base = demo_server[0]
     entry = _fashion_entry()
     rng = np.random.default_rng(3)
     photo = rng.integers(0, 256, (61, 45, 3), dtype=np.uint8)
