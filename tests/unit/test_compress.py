@@ -211,3 +211,18 @@ def test_a_card_without_dataset_is_refused_before_starting(tmp_path):
     with pytest.raises(CompressError, match="names no dataset"):
         compress.start(entry, CompressOptions())
     assert not (tmp_path / compress.JOB_FOLDER).exists()
+
+
+def test_cli_exports_int8_and_refuses_unknown_models(tmp_path, capsys):
+    from lib.cli import main
+    from tests.tiny_runs import make_finished_run
+
+    run = make_finished_run(epochs=2)
+    out = tmp_path / "digits_int8.tflite"
+    assert main(["export", run.name, "--format", "int8", "--out", str(out)]) == 0
+    assert compress.tensor_dtypes(out.read_bytes()).get("int8", 0) > 0
+    assert str(out) in capsys.readouterr().out
+    assert main(["export", "no-such-model", "--format", "int8"]) == 2
+    assert "no registry model or completed run named 'no-such-model'" in capsys.readouterr().err
+    assert main(["export", run.name, "--format", "pruned", "--sparsity", "1.5"]) == 2
+    assert "sparsity must be between" in capsys.readouterr().err
