@@ -300,3 +300,25 @@ def onnx_runner(data: bytes):
         return session.run(None, {name: np.asarray(x, np.float32)})[0]
 
     return run
+
+
+# ---------------------------------------------------------------- unknown detection
+
+
+def unknown_bundle(entry: ModelEntry) -> bytes | None:
+    """A zip to ship beside any export: the card (its ``unknown`` block says how to apply
+    detection, and ``logits_only`` gives the energy threshold for logits-only exports such as
+    TFLite and ONNX) and the statistics file. None when the model has no unknown detection.
+    """
+    import json
+
+    from lib.ood import STATS_FILE
+
+    stats = Path(entry.model_path).parent / STATS_FILE
+    if not entry.card.unknown or not stats.is_file():
+        return None
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("card.json", json.dumps(entry.card.to_dict(), indent=2))
+        zf.write(stats, STATS_FILE)
+    return buffer.getvalue()

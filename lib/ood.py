@@ -13,9 +13,12 @@ Scores (each "higher means more unlike the training data"):
 - ``mahalanobis``: the smallest squared Mahalanobis distance of the penultimate
   features (the input of the last Dense layer) to a class mean, with one shared
   covariance (Ledoit-Wolf shrinkage) fitted on the training split;
-- ``combined`` (the default): each of ``energy`` and ``mahalanobis`` standardised
-  by its mean and standard deviation on the in-distribution validation split,
-  then the larger of the two. Logit scores catch natural-looking images of other
+- ``combined`` (the default): each of ``energy`` and ``mahalanobis`` rescaled so
+  that its median on the in-distribution validation split is 0 and its 99th
+  percentile is 1, then the larger of the two. (Scaling by the upper tail, not
+  the standard deviation, gives both parts the same false-alarm rate at a
+  threshold, so the maximum acts as an "either" rule; measured better on every
+  set than mean/sd standardisation.) Logit scores catch natural-looking images of other
   things; the feature-space distance catches noise and flat images the logits
   are confidently wrong about. Measured in ``bench/bench_ood.py``.
 
@@ -43,6 +46,7 @@ COMBINED_PARTS = ("energy", "mahalanobis")
 DEFAULT_KEEP = 0.95  # share of in-distribution validation images the threshold keeps
 MAX_FIT_IMAGES = 20000  # training images used for class means and covariance
 QUANTILES = 201  # points of the validation score table (every 0.5 %)
+TAIL = 0.99  # the combined score's parts are scaled by this validation quantile
 BATCH = 256
 FORMAT = 1
 
@@ -54,10 +58,19 @@ DEFINITIONS = {
         "last Dense layer"
     ),
     "combined": (
-        "max over energy and mahalanobis of (score - val_mean) / val_std, each score "
-        "standardised on the in-distribution validation split"
+        "max over energy and mahalanobis of (score - center) / scale, where center is the "
+        "score's median and center + scale its 99th percentile on the validation split"
     ),
 }
+
+
+HOW_TO_APPLY = (
+    "features, logits = keras.Model(model.inputs, [model.layers[-1].input, model.outputs[0]])"
+    "(pixels); with means, precision from the stats file: d_c = (f - means[c]) @ precision @ "
+    "(f - means[c]); mahalanobis = min_c d_c; energy = -logsumexp(logits); combined = max("
+    "(energy - parts.energy.center) / parts.energy.scale, (mahalanobis - "
+    "parts.mahalanobis.center) / parts.mahalanobis.scale); unknown when combined > threshold"
+)
 
 
 class OODError(KestrelError):
@@ -160,11 +173,19 @@ class Detector:
         out["combined"] = self._combine(out)
         return out
 
+    def part_scale(self, name: str) -> tuple[float, float]:
+        """(center, scale) of a part: its validation median, and 99th percentile minus median."""
+        q = self.quantiles[name]
+        levels = np.linspace(0.0, 1.0, len(q))
+        center = float(np.interp(0.5, levels, q))
+        high = float(np.interp(TAIL, levels, q))
+        return center, max(high - center, 1e-12)
+
     def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        z = [
-            (parts[name] - self.val_mean[name]) / max(self.val_std[name], 1e-12)
-            for name in COMBINED_PARTS
-        ]
+        z = []
+        for name in COMBINED_PARTS:
+            center, scale = self.part_scale(name)
+            z.append((parts[name] - center) / scale)
         return np.max(np.stack(z), axis=0)
 
     def distances(self, features: np.ndarray) -> np.ndarray:
@@ -223,14 +244,23 @@ class Detector:
             "keep": self.keep,
             "val_rejection": round(1.0 - self.keep, 4),
             "parts": {
-                p: {"val_mean": round(self.val_mean[p], 6), "val_std": round(self.val_std[p], 6)}
+                p: dict(zip(("center", "scale"), map(_round6, self.part_scale(p)), strict=True))
                 for p in COMBINED_PARTS
             },
             "features": "input of the model's last Dense layer",
             "stats_file": stats_file,
             "stats": "class means (K, D) and shared precision (D, D) for the Mahalanobis distance",
             "fit_counts": dict(self.fit_counts),
-            "rule": (f"unknown when {name} > threshold; the predicted class is unchanged"),
+            "rule": f"unknown when {name} > threshold; the predicted class is unchanged",
+            "how_to_apply": HOW_TO_APPLY,
+            # Exports that output logits only (TFLite, ONNX, the browser demo) have no
+            # penultimate features: they can apply the energy score with its own threshold
+            # (good on natural-looking images, weak on noise; see bench/bench_ood.py).
+            "logits_only": {
+                "score": "energy",
+                "definition": DEFINITIONS["energy"],
+                "threshold": round(self.threshold("energy"), 6),
+            },
         }
 
     def to_bytes(self) -> bytes:
@@ -344,12 +374,13 @@ def fit_statistics(
         "energy": energy_score(val_logits, output),
         "mahalanobis": det.distances(val_features).min(axis=1),
     }
+    levels = np.linspace(0.0, 1.0, QUANTILES)
     for name, values in raw.items():
         det.val_mean[name] = float(np.mean(values))
         det.val_std[name] = float(np.std(values))
+        det.quantiles[name] = np.quantile(values, levels)
     raw["combined"] = det._combine(raw)
-    levels = np.linspace(0.0, 1.0, QUANTILES)
-    det.quantiles = {name: np.quantile(raw[name], levels) for name in SCORES}
+    det.quantiles["combined"] = np.quantile(raw["combined"], levels)
     return det
 
 
@@ -510,3 +541,7 @@ def fit_model(name: str) -> str:
     raw["unknown"] = det.summary()
     runstore.atomic_write_json(card_path, raw)
     return f"{name}: {det.score_name} threshold {det.threshold():.4g} -> {folder / STATS_FILE}"
+
+
+def _round6(value: float) -> float:
+    return round(float(value), 6)

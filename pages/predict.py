@@ -278,6 +278,18 @@ def _unknown_threshold(entry: registry.ModelEntry, predictor) -> float | None:
         f"validation images as unknown (the card's threshold {card_value:.3g} rejects "
         f"{1 - detector.keep:.0%})."
     )
+    bundle = export.unknown_bundle(entry)
+    if bundle is not None:
+        st.download_button(
+            "Unknown detection for exports (card + statistics, zip)",
+            bundle,
+            file_name=f"{entry.name.rsplit('.keras', 1)[0]}-unknown-detection.zip",
+            mime="application/zip",
+            key=ui.PRED_DOWNLOAD + "unknown",
+            icon=":material/download:",
+            help="The card says how to apply the score and its threshold outside Kestrel; "
+            "logits-only exports (TFLite, ONNX) use its energy threshold.",
+        )
     return float(threshold)
 
 

@@ -162,3 +162,22 @@ def test_shipped_fashion_demo_calls_noise_unknown_and_clothes_known():
     clothes = ds.splits["test"].images(np.arange(200))
     preds = predictor.predict(list(clothes))
     assert np.mean([p.is_unknown() for p in preds]) < 0.12
+
+
+def test_the_export_bundle_carries_the_card_and_the_statistics(tmp_path):
+    import io
+    import json
+    import zipfile
+
+    from lib import export
+
+    entry = next(e for e in registry.list_models() if e.name == "fashion-mnist-demo")
+    with zipfile.ZipFile(io.BytesIO(export.unknown_bundle(entry))) as zf:
+        card = json.loads(zf.read("card.json"))
+        (tmp_path / ood.STATS_FILE).write_bytes(zf.read(ood.STATS_FILE))
+    assert card["unknown"]["how_to_apply"] and card["unknown"]["logits_only"]["score"] == "energy"
+    det = ood.Detector.load(tmp_path / ood.STATS_FILE)
+    assert det.threshold() == pytest.approx(card["unknown"]["threshold"], abs=1e-5)
+    assert det.threshold("energy") == pytest.approx(
+        card["unknown"]["logits_only"]["threshold"], abs=1e-5
+    )
