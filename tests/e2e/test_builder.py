@@ -162,4 +162,3 @@ def test_build_train_and_predict(streamlit_server, camera_page, steps, workspace
     assert set(labels) & set(COLOURS), labels
     assert re.search(r"Prediction took [\d.]+ ms", main_text(page))
     steps(page, "predicted")
-    page.screenshot(path="/tmp/k15/builder-predict.png", full_page=True)
