@@ -163,3 +163,33 @@ def test_demo_page_resizes_like_kestrel(demo_server, new_page, tmp_path):
     predictor = get_predictor(entry)
     keras = predictor.predict([decode_upload(path.read_bytes(), path.name)], k=1)[0].label
     assert page.locator("#results .result").first.get_attribute("data-top1") == keras
+
+
+def test_demo_classifies_camera_frames(demo_server, browser):
+    """Start camera with Chromium's fake camera: live frames are classified with top-k bars."""
+    from helpers import CHROMIUM, CHROMIUM_ARGS
+
+    base = demo_server[0]
+    fake_camera = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    # A second Chromium of the same Playwright, started with a fake camera.
+    camera_browser = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_camera
+    )
+    try:
+        context = camera_browser.new_context(permissions=["camera"])
+        page = context.new_page()
+        page.goto(base + "/index.html")
+        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+        page.click("#camera-start")
+        page.wait_for_selector("#camera-result[data-top1]", timeout=60_000)
+        first = page.locator("#camera-result .top1").inner_text()
+        assert first.split(" · ")[0] in {
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        }  # fmt: skip
+        assert page.locator("#camera-result .bar").count() == 5
+        assert page.is_enabled("#camera-stop") and not page.is_enabled("#camera-start")
+        page.click("#camera-stop")
+        assert page.is_enabled("#camera-start")
+    finally:
+        camera_browser.close()
