@@ -31,7 +31,8 @@ def tradeoff_figure(table: dict[str, Any]) -> go.Figure:
                 y=[r["accuracy"] * 100 for r in rows],
                 mode="markers+text" if key == "size_bytes" else "markers",
                 text=[r["label"] for r in rows] if key == "size_bytes" else None,
-                textposition="top center",
+                # Alternate above/below so variants of one size (Keras, float32) stay legible.
+                textposition=["top center" if i % 2 else "bottom center" for i in range(len(rows))],
                 name=name,
                 marker={
                     "size": 12,
