@@ -342,8 +342,7 @@ def _phashes(images: np.ndarray) -> np.ndarray:
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
-    x = x.view(np.uint8).reshape(*x.shape, 8)
-    return np.unpackbits(x, axis=-1).sum(axis=-1)
+    return np.bitwise_count(x)
 
 
 def _thumbnails(images: np.ndarray) -> np.ndarray:
