@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ablation": ("bench.bench_ablation", "recipe parts' CPU cost per training image (BatchNorm, width, EMA...)"),
     "decode": ("bench.bench_decode", "JPEG folder: streamed decode+resize vs a Pillow loop, images/s"),
     "ood": ("bench.bench_ood", "unknown detection: AUROC and FPR at 95 % TPR per score and set"),
+    "robustness": ("bench.bench_robustness", "accuracy under attack (eps 2/255) and clean, before/after hardening"),
     "compress": ("bench.bench_compress", "int8 and 80 % pruning of the Fashion-MNIST demo vs float32 TFLite"),
     "transfer_cache": ("bench.bench_transfer_cache", "transfer learning: cached backbone features vs plain frozen epochs"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),

@@ -60,7 +60,8 @@ SEARCH_PARTS: dict[str, type] = {
     "model": ModelConfig,
     "augment": AugmentConfig,
 }
-NOT_SEARCHED = {"augment.preset"}  # a label of where the values came from, not a value
+# A label of where the values came from, and where (not how) a model trains.
+NOT_SEARCHED = {"augment.preset", "train.device", "train.mixed_precision"}
 
 
 class TuningError(KestrelError):
@@ -363,12 +364,19 @@ def make_pruner(spec: StudySpec) -> Any:
 
 
 def load_study(spec: StudySpec, folder: Path, *, heartbeat: bool = False) -> Any:
-    """The Optuna study of ``spec`` (created in its storage when missing)."""
+    """The Optuna study of ``spec`` (created in its storage when missing).
+
+    With ``heartbeat`` (a study worker) the sampler's seed also takes the process
+    id: workers seeded alike would all draw the same parameters.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(storage_url(spec, folder), heartbeat=heartbeat)
-    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=4)
+    seed = spec.seed
+    if seed is not None and heartbeat:
+        seed = (seed * 1_000_003 + os.getpid()) % 2**32
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
     return optuna.create_study(
         study_name=spec.name,
         storage=storage,

@@ -127,11 +127,7 @@ def new_study_section(draft, has_studies: bool) -> None:
             "Pruner",
             tuning.PRUNERS,
             key=ui.TUNE_PRUNER,
-            format_func={
-                "median": "median (stop below the median)",
-                "hyperband": "Hyperband",
-                "none": "none",
-            }.get,
+            format_func={"median": "median", "hyperband": "Hyperband", "none": "none"}.get,
             help="Stops trials whose validation accuracy at an epoch is worse than others' were.",
         )
         c2.number_input(
@@ -255,6 +251,13 @@ def _figures(study) -> None:
             st.plotly_chart(fig, key=f"{ui.TUNE_CHART}{name}", width="stretch")
 
 
+def _study_name(slug: str) -> str:
+    try:
+        return tuning.read_spec(tuning.study_dir(slug)).name
+    except KestrelError:
+        return slug
+
+
 def study_panel() -> None:
     folders = tuning.list_studies()
     if not folders:
@@ -263,7 +266,7 @@ def study_panel() -> None:
     names = [f.name for f in folders]
     if st.session_state.get(ui.TUNE_PICK) not in names:
         st.session_state[ui.TUNE_PICK] = names[0]
-    slug = st.selectbox("Study", names, key=ui.TUNE_PICK)
+    slug = st.selectbox("Study", names, key=ui.TUNE_PICK, format_func=_study_name)
     folder = tuning.study_dir(slug)
     try:
         spec = tuning.read_spec(folder)

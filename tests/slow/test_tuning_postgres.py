@@ -146,6 +146,8 @@ def check_study(spec: tuning.StudySpec, folder: Path) -> None:
     assert len(trials) == spec.n_trials, (states, log)  # no worker ran an extra trial
     # Every trial is its own run: no trial ran twice, no run served two trials.
     run_ids = [t.user_attrs["run_id"] for t in trials]
+    # Workers seeded from one spec still draw their own parameters.
+    assert len({t.params["train.learning_rate"] for t in trials}) == len(trials)
     assert len(set(run_ids)) == len(run_ids)
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(spec.n_trials))
@@ -179,3 +181,59 @@ def test_two_workers_share_a_study_on_the_sqlite_default(two_runs_at_once):
     spec, folder = run_two_worker_study("sqlite study", "")
     assert (folder / tuning.DB_FILE).is_file()
     check_study(spec, folder)
+
+
+# ---------------------------------------------------------------- crashes lose at most one trial
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs.poll()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_run(study) -> str | None:
+    """The run id of a trial whose run is training now."""
+    for t in study.get_trials(deepcopy=False):
+        run = t.user_attrs.get("run_id")
+        if (
+            t.state.name == "RUNNING"
+            and run
+            and runstore.read_status(runstore.run_dir(run)).state == "running"
+        ):
+            return run
+    return None
+
+
+def test_a_killed_run_fails_only_its_trial():
+    spec = tuning.StudySpec(
+        name="kill run", base=BASE, space=SPACE, n_trials=2, budget_epochs=30, pruner="none", seed=0
+    )
+    folder = tuning.create_study(spec)
+    tuning.spawn_workers(folder, 1)
+    study = tuning.load_study(spec, folder)
+    run = wait_until(lambda: running_run(study), STUDY_TIMEOUT_S, "a trial's run to train")
+    os.kill(runstore.read_status(runstore.run_dir(run)).pid, 9)
+    # The worker goes on with the next trial.
+    wait_until(
+        lambda: any(t.state.name == "FAIL" for t in study.get_trials(deepcopy=False)),
+        120,
+        "the killed run's trial to fail",
+    )
+    failed = next(t for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL")
+    assert failed.user_attrs["run_id"] == run
+    assert "killed" in failed.user_attrs["error"]
+    nxt = wait_until(
+        lambda: running_run(study) not in (None, run) and running_run(study), 240, "the next trial"
+    )
+    assert nxt != run and tuning.live_workers(folder)
+    tuning.stop_study(folder)
+    wait_until(lambda: not tuning.live_workers(folder), 240, "the worker to stop")
+    states = sorted(t.state.name for t in study.get_trials(deepcopy=False))
+    assert states == ["FAIL", "FAIL"]  # the killed one, and the one stopped with the study
+    assert tuning.counted_trials(study) == 0  # neither counts: a resumed study runs both again
