@@ -638,9 +638,8 @@ def _compress_results(folder, table: dict) -> None:
 def _browser_demo(entry: registry.ModelEntry) -> None:
     from lib import demo_export
 
-    st.markdown("**Browser demo**")
     st.caption(
-        "A folder (as a zip) with index.html, the model as ONNX, its labels and onnxruntime-web: "
+        "**Browser demo**: a folder (as a zip) with index.html, the model as ONNX, its labels and onnxruntime-web: "
         "it classifies uploaded images and camera frames in the browser, from any static file "
         "server (e.g. `python3 -m http.server` in the folder)."
     )
