@@ -434,6 +434,7 @@ def prune(
         steps_per_epoch=total_steps,
         callbacks=callbacks,
         verbose=0,
+        shuffle=False,  # the pipeline shuffles
     )
     return pruned
 

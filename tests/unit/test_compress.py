@@ -147,7 +147,7 @@ def test_tradeoff_table_flags_classes_and_rates_variants(tmp_path):
     run = make_finished_run(epochs=4, hidden=32)
     entry = registry.run_entry(run)
     opts = CompressOptions(
-        test_images=400, prune_train_images=800, prune_epochs=1, latency_repeats=10, sparsity=0.5
+        test_images=200, prune_train_images=400, prune_epochs=1, latency_repeats=5, sparsity=0.5
     )
     table = compress.tradeoff(entry, opts, out_dir=tmp_path)
     rows = {r["variant"]: r for r in table["rows"]}
