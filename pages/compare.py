@@ -92,9 +92,11 @@ st.caption(
     "first got wrong, and the other way round, and how the confusion matrix moved."
 )
 pair = st.columns(2)
-run_a = pair[0].selectbox("Before", chosen, index=0, format_func=labels.get, key=ui.COMPARE_DIFF_A)
+# The older run is "before" by default: a retrain on a cleaned version comes after.
+by_age = sorted(chosen, key=lambda r: runs_lib.view_of(by_id[r]).created)
+run_a = pair[0].selectbox("Before", by_age, index=0, format_func=labels.get, key=ui.COMPARE_DIFF_A)
 run_b = pair[1].selectbox(
-    "After", chosen, index=min(1, len(chosen) - 1), format_func=labels.get, key=ui.COMPARE_DIFF_B
+    "After", by_age, index=len(by_age) - 1, format_func=labels.get, key=ui.COMPARE_DIFF_B
 )
 if run_a == run_b:
     st.info("Pick two different runs.", icon=":material/info:")

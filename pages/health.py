@@ -209,7 +209,10 @@ st.subheader("Review queue")
 if not items:
     st.info("Nothing to review.", icon=":material/check_circle:")
 else:
-    pos = min(st.session_state.setdefault(ui.HEALTH_POS, {}).get(check_id, 0), len(items) - 1)
+    # A new session (a reload, another browser) starts at the first image not decided yet.
+    first_open = next((n for n, row in enumerate(items) if row["key"] not in decisions), 0)
+    positions = st.session_state.setdefault(ui.HEALTH_POS, {})
+    pos = min(positions.get(check_id, first_open), len(items) - 1)
     item = items[pos]
     key = item["key"]
     done = sum(1 for row in items if row["key"] in decisions)
