@@ -149,7 +149,12 @@ def test_make_test_checks_packages_before_anything_else(tmp_path):
     ("target", "packages"),
     [
         ("system-run", ["python3-venv"]),
-        ("system", ["python3-venv", "chromium", "fonts-dejavu-core", "dataset-fashion-mnist"]),
+        (
+            "system",
+            ["python3-venv", "chromium", "fonts-dejavu-core", "dataset-fashion-mnist", "nodejs"]
+            + ([] if shutil.which("npm") else ["npm"])  # NodeSource's nodejs brings its own npm
+            + ["postgresql"],
+        ),
     ],
 )
 def test_targets_name_their_packages(target, packages):
