@@ -13,7 +13,15 @@ import re
 import time
 
 import pytest
-from helpers import assert_healthy, click, errors, navigate, open_page, select, wait_for_text
+from helpers import (
+    assert_healthy,
+    click,
+    errors,
+    navigate,
+    open_page,
+    select,
+    wait_for_text,
+)
 from tiny_runs import make_finished_run
 
 from lib import datasets, health, run_diff, runs, runstore
@@ -53,9 +61,9 @@ def test_review_relabel_exclude_retrain_and_diff(original, streamlit_server, pag
     check = health.list_checks()[0]
     queue = health.read_queue(check)
     assert queue, "the check found nothing to review"
-    shown = page.locator('[data-testid="stMetric"]').all_inner_texts()
     counts = health.read_report(check)["counts"]
-    assert any(f"Label issues\n{counts['label']:,}" in s for s in shown), shown
+    wait_for_text(page, rf"Label issues\s+{counts['label']:,}\b")
+    wait_for_text(page, rf"Train/test leakage\s+{counts['leakage']:,}\b")
     steps(page, "queue")
     page.screenshot(path=SHOTS.format("queue"))
 
@@ -91,14 +99,15 @@ def test_review_relabel_exclude_retrain_and_diff(original, streamlit_server, pag
 
     navigate(page, "Compare runs")
     labels = {r.name: runs.run_label(runs.view_of(r)) for r in (original, runstore.run_dir(run_id))}
-    select(page, "Before", labels[original.name])
-    select(page, "After", labels[run_id])
+    # the older run is "before" by default
+    before = page.get_by_role("combobox", name="Before").first.input_value()
+    after = page.get_by_role("combobox", name="After").first.input_value()
+    assert labels[original.name] in before and labels[run_id] in after, (before, after)
     diff = run_diff.diff_runs(original.name, run_id)
     wait_for_text(page, r"Common test images")
-    metrics = page.locator('[data-testid="stMetric"]').all_inner_texts()
-    assert any(f"Common test images\n{diff.common:,}" in m for m in metrics), metrics
-    assert any(f"Wrong → right\n{len(diff.wrong_to_right):,}" in m for m in metrics), metrics
-    assert any(f"Right → wrong\n{len(diff.right_to_wrong):,}" in m for m in metrics), metrics
+    wait_for_text(page, rf"Common test images\s+{diff.common:,}\b")
+    wait_for_text(page, rf"Wrong → right\s+{len(diff.wrong_to_right):,}\b")
+    wait_for_text(page, rf"Right → wrong\s+{len(diff.right_to_wrong):,}\b")
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 2  # curves + delta
     assert_healthy(page)
     assert not errors(page), errors(page)
