@@ -41,7 +41,7 @@ from lib.model_inspect import (
     inspect_keras_archive,
     short_reason,
 )
-from lib.workspace import PROJECT_ROOT, WorkspaceError, area, new_id, safe_join
+from lib.workspace import PROJECT_ROOT, WorkspaceError, area, check_quota, new_id, safe_join
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class ModelCard:
         if (
             not isinstance(shape, list)
             or len(shape) != 3
-            or not all(isinstance(s, int) and s > 0 for s in shape)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
             or shape[2] not in (1, 3)
         ):
             raise RegistryError(f"{where}: input_shape must be [height, width, 1 or 3]")
@@ -318,6 +318,8 @@ def save_run_to_registry(run_dir: Path, name: str) -> Path:
         raise RegistryError(
             f"a model named {clean!r} already exists in the registry; choose another name"
         )
+    model_bytes = (run_dir / runstore.MODEL_FILE).stat().st_size
+    check_quota(model_bytes, f"saving model {clean!r}")
     card = card_for_run(run_dir, name=clean)
     target = safe_join(root, clean)
     tmp = safe_join(root, f".tmp-{new_id()}")
@@ -336,6 +338,31 @@ def save_run_to_registry(run_dir: Path, name: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def delete_saved_model(entry: ModelEntry) -> None:
+    """Remove a model saved to the workspace registry (its folder: model, card, statistics).
+
+    Shipped models belong to the project, not the workspace, and cannot be deleted here.
+
+    Raises:
+        RegistryError: the entry is not a saved model, or its folder cannot be removed.
+    """
+    if entry.source != "saved":
+        raise RegistryError(
+            f"{entry.name} is a {entry.source} model; only models saved to the registry "
+            "can be deleted here"
+        )
+    folder = safe_join(area("models"), entry.model_path.parent.name)
+    if not (folder / MODEL_FILE).is_file():
+        raise RegistryError(f"model {entry.name} is not in the registry any more")
+    trash = safe_join(area("models"), f".tmp-{new_id()}")
+    try:
+        os.rename(folder, trash)  # gone from the list at once, even if removal is slow
+    except OSError as exc:
+        raise RegistryError(f"cannot delete model {entry.name}: {exc.strerror or exc}") from None
+    shutil.rmtree(trash, ignore_errors=True)
+    _load_cached.cache_clear()
 
 
 def write_entry_folder(folder: Path, model: Any, card: ModelCard) -> Path:
@@ -438,6 +465,7 @@ def upload_entry(data: bytes, filename: str) -> ModelEntry:
         raise UnsafeModelError(
             f"{name} is {len(data) / 2**20:.0f} MB; the limit is {limit // 2**20} MB"
         )
+    check_quota(len(data), f"the model upload {name}")
     path = safe_join(area(UPLOAD_AREA), f"{new_id()}.keras")
     runstore.atomic_write_bytes(path, data)
     try:

@@ -17,6 +17,7 @@ import streamlit as st
 from lib import export, predict, registry, runs
 from lib.config import DataConfig
 from lib.data.images import MAX_FILE_BYTES, ImageDecodeError
+from lib.errors import KestrelError
 from lib.plots.predict import top_k_figure
 from lib.text import error_text, escape_markdown
 from pages import ui
@@ -57,20 +58,53 @@ def _registry_model() -> registry.ModelEntry | None:
             icon=":material/info:",
         )
         return None
-    # Options are ids (the model file), so a pick survives a changed card or label.
+    # Options are ids (the model file), so a pick survives a changed card or label; the
+    # id is put back on every run so the browser shows the current label.
     by_id = {str(e.model_path): e for e in entries}
-    if st.session_state.get(ui.PRED_REGISTRY_PICK) not in by_id:
-        default = registry.default_entry()
-        st.session_state[ui.PRED_REGISTRY_PICK] = str(
-            (default or entries[0]).model_path
-        )  # fmt: skip
+    picked = st.session_state.get(ui.PRED_REGISTRY_PICK)
+    if picked not in by_id:
+        picked = str((registry.default_entry() or entries[0]).model_path)
+    st.session_state[ui.PRED_REGISTRY_PICK] = picked
     pick = st.selectbox(
         "Registry model",
         list(by_id),
         format_func=lambda i: model_label(by_id[i]),
         key=ui.PRED_REGISTRY_PICK,
     )
-    return by_id[pick]
+    entry = by_id[pick]
+    if entry.source == "saved":
+        _delete_saved_model(entry)
+    return entry
+
+
+def _delete_model(entry: registry.ModelEntry) -> None:
+    st.session_state.pop(ui.PRED_DELETE_ASK, None)
+    try:
+        registry.delete_saved_model(entry)
+    except KestrelError as exc:
+        st.session_state[ui.PRED_DELETE_MSG] = ("error", f"Not deleted: {exc}")
+        return
+    st.session_state.pop(ui.PRED_REGISTRY_PICK, None)
+    st.session_state[ui.PRED_DELETE_MSG] = ("success", f"Deleted the saved model {entry.name}.")
+
+
+def _delete_saved_model(entry: registry.ModelEntry) -> None:
+    """Delete, after a confirmation that says what goes (shipped models cannot be deleted)."""
+    key = str(entry.model_path)
+    st.button("Delete this saved model", key=ui.PRED_DELETE, icon=":material/delete:",
+              on_click=lambda: st.session_state.__setitem__(ui.PRED_DELETE_ASK, key))  # fmt: skip
+    if st.session_state.get(ui.PRED_DELETE_ASK) == key:
+        st.warning(
+            f"Delete the saved model {escape_markdown(entry.name)}? Its folder in the registry "
+            "goes for good: the model file, its card and its unknown-detection statistics. The "
+            "run it came from, if any, keeps its own copy.",
+            icon=":material/delete_forever:",
+        )
+        yes, no = st.columns(2)
+        yes.button("Delete for good", key=ui.PRED_DELETE_YES, type="primary",
+                   on_click=_delete_model, args=(entry,))  # fmt: skip
+        no.button("Keep it", key=ui.PRED_DELETE_NO,
+                  on_click=lambda: st.session_state.pop(ui.PRED_DELETE_ASK, None))  # fmt: skip
 
 
 def _run_model() -> registry.ModelEntry | None:
@@ -79,9 +113,11 @@ def _run_model() -> registry.ModelEntry | None:
         st.info("No completed runs yet: train one on the Train page.", icon=":material/info:")
         return None
     # Options are run ids; the label (name, accuracy) may change without losing the pick.
-    if st.session_state.get(ui.PRED_RUN_PICK) not in views:
+    picked = st.session_state.get(ui.PRED_RUN_PICK)
+    if picked not in views:
         best = runs.best_completed()
-        st.session_state[ui.PRED_RUN_PICK] = best.run_id if best else next(iter(views))
+        picked = best.run_id if best and best.run_id in views else next(iter(views))
+    st.session_state[ui.PRED_RUN_PICK] = picked  # put back each run: the label is current
     pick = st.selectbox(
         "Completed run",
         list(views),
@@ -669,6 +705,9 @@ st.title("Predict")
 st.caption("Classify your own images with a trained model, see what it looked at, export it.")
 
 source = st.segmented_control("Model from", SOURCES, default=SOURCES[0], key=ui.PRED_SOURCE)
+_deleted = st.session_state.pop(ui.PRED_DELETE_MSG, None)
+if _deleted:
+    (st.success if _deleted[0] == "success" else st.error)(escape_markdown(_deleted[1]))
 try:
     if source == "Training run":
         entry = _run_model()

@@ -122,6 +122,11 @@ DATA_CHART = "dataset_counts_chart"  # plotly chart: images per class per split
 # Predict page
 PRED_SOURCE = "predict_model_source"  # segmented control: registry, run or upload
 PRED_REGISTRY_PICK = "predict_registry_pick"  # selectbox: a registry model
+PRED_DELETE = "predict_delete_model"  # button: delete the picked saved model (asks first)
+PRED_DELETE_ASK = "predict_delete_model_ask"  # model path awaiting confirmation
+PRED_DELETE_YES = "predict_delete_model_yes"
+PRED_DELETE_NO = "predict_delete_model_no"
+PRED_DELETE_MSG = "predict_delete_model_message"  # (kind, text) of the last deletion
 PRED_RUN_PICK = "predict_run_pick"  # selectbox: a completed run
 PRED_MODEL_UPLOAD = "predict_model_upload"  # file uploader: a .keras model
 PRED_UPLOADED_MODEL = (

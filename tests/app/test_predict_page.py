@@ -279,3 +279,27 @@ def test_the_threshold_slider_changes_the_answer_and_the_rejected_share(page):
     _ok(page)
     assert not page.warning
     assert "rejects **0.0%** of the validation images" in _captions(page)
+
+
+def test_a_saved_model_is_deleted_only_after_confirmation(page):
+    from tiny_runs import make_finished_run
+
+    run_dir = make_finished_run()
+    folder = registry.save_run_to_registry(run_dir, "to delete")
+    page.run()
+    page.selectbox(key=ui.PRED_REGISTRY_PICK).set_value(str(folder / registry.MODEL_FILE)).run()
+    _ok(page)
+    page.button(key=ui.PRED_DELETE).click().run()
+    warning = " ".join(w.value for w in page.warning)
+    assert "Delete the saved model to" in warning and "goes for good" in warning, warning
+    assert folder.exists()
+    page.button(key=ui.PRED_DELETE_NO).click().run()
+    assert folder.exists()
+    page.button(key=ui.PRED_DELETE).click().run()
+    page.button(key=ui.PRED_DELETE_YES).click().run()
+    _ok(page)
+    assert not folder.exists()
+    assert any("Deleted the saved model" in s.value for s in page.success)
+    # shipped models offer no delete button
+    assert page.selectbox(key=ui.PRED_REGISTRY_PICK).value != str(folder / registry.MODEL_FILE)
+    assert not [b for b in page.button if b.key == ui.PRED_DELETE]

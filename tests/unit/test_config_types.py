@@ -99,11 +99,6 @@ def test_whole_numbers_still_become_floats_where_floats_are_wanted():
     assert cfg.train.learning_rate == 1.0 and type(cfg.train.learning_rate) is float
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lib.registry.ModelCard.from_dict checks input_shape with isinstance(s, int): "
-    "a card.json with [true, 28, true] is read as 1×28×1",
-)
 def test_model_card_refuses_booleans_in_input_shape():
     from lib.registry import ModelCard, RegistryError
 

@@ -12,6 +12,7 @@ from lib.architectures import build_model
 from lib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from lib.data import load_dataset
 from lib.predict import Predictor
+from lib.workspace import QUOTA_SETTING, QuotaError
 
 DATA = DataConfig(source="shapes", shapes_count=240, shapes_size=16, seed=3)
 
@@ -96,6 +97,29 @@ def test_duplicate_names_are_refused(trained):
     registry.save_run_to_registry(run_dir, "twice")
     with pytest.raises(registry.RegistryError, match="already exists"):
         registry.save_run_to_registry(run_dir, "twice")
+
+
+def test_a_saved_model_can_be_deleted_and_a_shipped_one_cannot(trained):
+    run_dir = completed_run(trained[0])
+    folder = registry.save_run_to_registry(run_dir, "short lived")
+    entry = next(e for e in registry.list_models() if e.name == folder.name)
+    registry.delete_saved_model(entry)
+    assert not folder.exists()
+    assert folder.name not in {e.name for e in registry.list_models()}
+    with pytest.raises(registry.RegistryError, match="not in the registry"):
+        registry.delete_saved_model(entry)
+    shipped = [e for e in registry.list_models() if e.source == "shipped"]
+    with pytest.raises(registry.RegistryError, match="only models saved"):
+        registry.delete_saved_model(shipped[0])
+    assert shipped[0].model_path.exists()
+
+
+def test_saving_a_model_respects_the_workspace_quota(trained, monkeypatch):
+    run_dir = completed_run(trained[0])
+    monkeypatch.setenv("KESTREL_WORKSPACE_QUOTA_MB", "0.001")
+    with pytest.raises(QuotaError, match=QUOTA_SETTING):
+        registry.save_run_to_registry(run_dir, "too big")
+    assert not any(p.name.startswith("too") for p in registry.area("models").iterdir())
 
 
 def test_shipped_names_are_taken(trained):
