@@ -337,6 +337,7 @@ def _add_dataset(sub) -> None:
     p.add_argument("files", nargs="+")
     ds.set_defaults(func=cmd_dataset)
 
+
 # ---------------------------------------------------------------- data health (lib.health)
 
 

@@ -32,7 +32,9 @@ def internal_log_path() -> Path:
 def log_internal_error(exc: BaseException, where: str = "") -> Path:
     """Append ``exc`` with its traceback to the internal log (and the server log); returns the log's path."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    logging.getLogger("kestrel").error("internal error%s\n%s", f" in {where}" if where else "", text)
+    logging.getLogger("kestrel").error(
+        "internal error%s\n%s", f" in {where}" if where else "", text
+    )
     try:
         path = internal_log_path()
         with open(path, "a", encoding="utf-8") as fh:
