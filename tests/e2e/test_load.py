@@ -10,7 +10,9 @@ pytestmark = pytest.mark.e2e
 def test_every_page_stays_healthy_while_runs_train_and_a_worker_dies(monkeypatch, tmp_path):
     from bench import bench_load
 
-    monkeypatch.setenv("KESTREL_HOME", str(tmp_path))  # bench_load points it at its own workspace
+    # bench_load points these at its own workspace and limit: restore them afterwards
+    monkeypatch.setenv("KESTREL_HOME", str(tmp_path))
+    monkeypatch.setenv("KESTREL_MAX_CONCURRENT_RUNS", "2")
     result = bench_load.run("tiny")
     assert result["worker_killed"], "no worker was killed: the test proved nothing"
     assert result["exceptions"] == []
