@@ -318,8 +318,13 @@ def save_run_to_registry(run_dir: Path, name: str) -> Path:
         raise RegistryError(
             f"a model named {clean!r} already exists in the registry; choose another name"
         )
-    model_bytes = (run_dir / runstore.MODEL_FILE).stat().st_size
-    check_quota(model_bytes, f"saving model {clean!r}")
+    model_file = run_dir / runstore.MODEL_FILE
+    if not model_file.is_file():
+        raise RegistryError(
+            f"run {run_dir.name} has no trained model ({runstore.MODEL_FILE}); "
+            "train it to the end, then save it"
+        )
+    check_quota(model_file.stat().st_size, f"saving model {clean!r}")
     card = card_for_run(run_dir, name=clean)
     target = safe_join(root, clean)
     tmp = safe_join(root, f".tmp-{new_id()}")
