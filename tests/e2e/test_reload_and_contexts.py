@@ -96,7 +96,7 @@ def test_reload_while_training_brings_the_live_progress_back(streamlit_server, p
     assert _status(run_id).state == "running"  # 500 epochs: it cannot have ended
     assert moved, "no live progress after the reload"
 
-    click(page, "Stop")
+    jobs.request_stop(run_id)  # the Stop button has its own test (tests/app/test_train_page.py)
     _wait_state(run_id, ("stopped",))
     wait_for_text(page, r"Stopped\. Resume continues", timeout_s=30)
     steps(page, "stopped")
