@@ -531,9 +531,16 @@ def live_panel() -> None:
         active = [r for r in summaries if r.state in runstore.ACTIVE_STATES]
         selected = (active or summaries)[0].run_id
         _watch(selected)
-    # The picker holds a run id; SELECTED_RUN is the truth and is put back into the
-    # widget on every run, so a label that changes (accuracy, state) never moves it.
-    st.session_state[ui.TRAIN_WATCH] = selected
+    # The picker holds a run id; SELECTED_RUN is the truth. It is put back into the widget
+    # when its label changes (accuracy, once an epoch), so the browser never keeps a stale
+    # label and moves the pick; not on every refresh, which would close an open list.
+    label = runs.run_label(rows[selected])
+    if (
+        st.session_state.get(ui.TRAIN_WATCH) != selected
+        or st.session_state.get(ui.TRAIN_WATCH_LABEL) != label
+    ):
+        st.session_state[ui.TRAIN_WATCH] = selected
+        st.session_state[ui.TRAIN_WATCH_LABEL] = label
     st.selectbox(
         "Watching run",
         list(rows),
