@@ -120,6 +120,12 @@ def _start_run() -> None:
     _watch(run_id)
 
 
+def watch_label(view: RunView) -> str:
+    """name · dataset · date: a label that stays the same while the run trains."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(view.created)) if view.created else "–"
+    return " · ".join((view.name or view.run_id, view.dataset, when))
+
+
 def _say(kind: str, text: str) -> None:
     """Keep a button's outcome on screen for a while (the live panel refreshes every few seconds)."""
     st.session_state[ui.TRAIN_ACTION_MSG] = (kind, text, time.time() + MESSAGE_S)
@@ -531,25 +537,27 @@ def live_panel() -> None:
         active = [r for r in summaries if r.state in runstore.ACTIVE_STATES]
         selected = (active or summaries)[0].run_id
         _watch(selected)
-    # The picker holds a run id; SELECTED_RUN is the truth. It is put back into the widget
-    # when its label changes (accuracy, once an epoch), so the browser never keeps a stale
-    # label and moves the pick; not on every refresh, which would close an open list.
-    label = runs.run_label(rows[selected])
-    if (
-        st.session_state.get(ui.TRAIN_WATCH) != selected
-        or st.session_state.get(ui.TRAIN_WATCH_LABEL) != label
-    ):
+    # The picker holds a run id and SELECTED_RUN is the truth. Its labels never change
+    # while a run trains (name · dataset · date; the accuracy is beside it): in Streamlit
+    # 1.67 the browser keeps a selectbox's value as its label text, and a label that
+    # changes under it made the box jump to another run.
+    if st.session_state.get(ui.TRAIN_WATCH) != selected:
         st.session_state[ui.TRAIN_WATCH] = selected
-        st.session_state[ui.TRAIN_WATCH_LABEL] = label
     st.selectbox(
         "Watching run",
         list(rows),
         key=ui.TRAIN_WATCH,
-        format_func=lambda rid: runs.run_label(rows[rid]),
+        format_func=lambda rid: watch_label(rows[rid]),
         on_change=lambda: _watch(st.session_state[ui.TRAIN_WATCH]),
     )
     state = rows[selected].state
-    st.caption(f"{STATE_MATERIAL.get(state, '')} {state}")
+    acc = rows[selected].accuracy
+    accuracy = (
+        f" · {acc:.1%} {'test' if rows[selected].test_accuracy is not None else 'best val'} accuracy"
+        if acc is not None
+        else ""
+    )
+    st.caption(f"{STATE_MATERIAL.get(state, '')} {state}{accuracy}")
     summary = rows[selected]
     path = runstore.run_dir(selected)
 

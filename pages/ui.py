@@ -55,7 +55,6 @@ TRAIN_FORM = "train_form"  # the hyperparameter form
 TRAIN_START = "train_start"  # form submit button
 TRAIN_START_ERROR = "train_start_error"  # the last refused start's message, or None
 TRAIN_WATCH = "train_watch_run"  # selectbox: the run the live panel shows
-TRAIN_WATCH_LABEL = "train_watch_label"  # the label the picker last showed for its run
 TRAIN_STOP = "train_stop"  # buttons of the live panel
 TRAIN_RESUME = "train_resume"
 TRAIN_CLONE = "train_clone"
