@@ -77,9 +77,9 @@ def _exceptions(page) -> list[str]:
     return [e.inner_text()[:300] for e in page.query_selector_all('[data-testid="stException"]')]
 
 
-def run(size: str = "full") -> dict:
-    from playwright.sync_api import sync_playwright
-
+def run(size: str = "full", browser=None) -> dict:
+    """Measure; ``browser`` is a Chromium already launched by the caller (a test's session),
+    since one thread can hold only one Playwright session."""
     plan = SIZES[size]
     workspace = Path(tempfile.mkdtemp(prefix="kestrel-load-"))
     env = dict(os.environ, KESTREL_HOME=str(workspace), KESTREL_MAX_CONCURRENT_RUNS="2")
@@ -107,11 +107,19 @@ def run(size: str = "full") -> dict:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("the server did not start")
             time.sleep(0.3)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with contextlib.ExitStack() as stack:
+            if browser is None:
+                from playwright.sync_api import sync_playwright
+
+                pw = stack.enter_context(sync_playwright())
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                stack.callback(browser.close)
+            contexts = []
+            stack.callback(lambda: [c.close() for c in contexts])
             pages = []
             for _ in range(plan["contexts"]):
-                page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
+                contexts.append(browser.new_context(viewport={"width": 1300, "height": 900}))
+                page = contexts[-1].new_page()
                 page.goto(url, wait_until="domcontentloaded")
                 _wait_idle(page)
                 pages.append(page)
@@ -131,7 +139,6 @@ def run(size: str = "full") -> dict:
                     if runstore.read_status(runstore.run_dir(killed)).state != "running":
                         break
                     _visit(pages[0], "Train")
-            browser.close()
         states = {r: runstore.read_status(runstore.run_dir(r)).state for r in runs}
     finally:
         for r in runs:

@@ -7,13 +7,15 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_every_page_stays_healthy_while_runs_train_and_a_worker_dies(monkeypatch, tmp_path):
+def test_every_page_stays_healthy_while_runs_train_and_a_worker_dies(
+    monkeypatch, tmp_path, browser
+):
     from bench import bench_load
 
     # bench_load points these at its own workspace and limit: restore them afterwards
     monkeypatch.setenv("KESTREL_HOME", str(tmp_path))
     monkeypatch.setenv("KESTREL_MAX_CONCURRENT_RUNS", "2")
-    result = bench_load.run("tiny")
+    result = bench_load.run("tiny", browser=browser)  # the session's Chromium: one per thread
     assert result["worker_killed"], "no worker was killed: the test proved nothing"
     assert result["exceptions"] == []
     assert result["runs_lost"] == 0
