@@ -90,7 +90,7 @@ def test_every_benchmark_is_covered_and_present():
 def test_benchmark_runs_tiny(name, check, tmp_path):
     if not bench_main.available(name):
         pytest.fail(f"{bench_main.BENCHMARKS[name][0]} is missing")
-    if name == "app":
+    if name in ("app", "load"):
         # Its own Chromium: Playwright's sync API refuses to start in a process where
         # another sync Playwright (the e2e tier's browser) is still open.
         outcome = bench_main.run_child(name, "tiny", {})
