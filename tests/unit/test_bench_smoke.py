@@ -70,10 +70,18 @@ def check_numbers(result: dict) -> None:
     assert any(n > 0 for n in found), found
 
 
+def check_tune(result: dict) -> None:
+    """A study's figures include differences (points below the grid's best), which may be negative."""
+    found = numbers(result)
+    assert found and all(math.isfinite(n) for n in found), found
+    assert result["finder_vs_grid"]["at_suggestion"]["learning_rate"] > 0
+
+
 CHECKS = {
     "time_to_accuracy": check_time_to_accuracy,
     "augment": check_augment,
     "app": check_app,
+    "tune": check_tune,
 }
 # Every registered benchmark runs tiny; those without their own check get check_numbers.
 CASES = [(name, CHECKS.get(name, check_numbers)) for name in bench_main.BENCHMARKS]
