@@ -1,4 +1,4 @@
-"""A finished tiny run, made for real: for the evaluation tests (unit, app and e2e).
+"""A finished tiny run, made for real (evaluation tests), and the job-runner test helpers.
 
 ``make_finished_run()`` creates a run directory in the current workspace
 (KESTREL_HOME, a tmp folder in tests), trains a small dense Keras model on
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lib import runstore
-from lib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 
 
 def make_finished_run(
@@ -83,3 +83,44 @@ def make_finished_run(
     )
     runstore.update_status(run_dir, state="completed", ended=ended, pid=None)
     return run_dir
+
+
+# ---------------------------------------------------------------- job-runner test helpers
+
+WORKER_TIMEOUT_S = 240
+REAP_DEADLINE_S = 10.0
+TINY_MODEL = ModelConfig(
+    preset="custom", blocks=(ConvBlock(filters=8, batch_norm=False),), head=HeadConfig(dense=(16,))
+)
+
+
+def tiny_config(epochs: int = 2, name: str = "tiny") -> RunConfig:
+    """Digits and a one-block CNN: a recipe the job runner trains in seconds."""
+    return RunConfig(
+        name=name,
+        data=DataConfig(source="digits"),
+        model=TINY_MODEL,
+        train=TrainConfig(epochs=epochs, batch_size=64, schedule="constant", learning_rate=0.01),
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, poll: bool = True):
+    """Poll the job runner until ``predicate()`` is truthy; its value, or an AssertionError."""
+    from lib import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if poll:
+            jobs.poll()
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def state(run_id: str) -> str:
+    """The state in a run's status.json."""
+    from lib import runstore
+
+    return runstore.read_status(runstore.run_dir(run_id)).state

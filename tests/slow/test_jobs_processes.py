@@ -17,43 +17,12 @@ import sys
 import time
 
 import pytest
+from tiny_runs import REAP_DEADLINE_S, WORKER_TIMEOUT_S, state, tiny_config, wait_for
 
 from lib import jobs, runstore
-from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from lib.workspace import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
-
-WORKER_TIMEOUT_S = 240
-REAP_DEADLINE_S = 10.0
-TINY_MODEL = ModelConfig(
-    preset="custom", blocks=(ConvBlock(filters=8, batch_norm=False),), head=HeadConfig(dense=(16,))
-)
-
-
-def tiny_config(epochs: int = 2, name: str = "tiny") -> RunConfig:
-    return RunConfig(
-        name=name,
-        data=DataConfig(source="digits"),
-        model=TINY_MODEL,
-        train=TrainConfig(epochs=epochs, batch_size=64, schedule="constant", learning_rate=0.01),
-    )
-
-
-def wait_for(predicate, timeout: float, what: str, poll: bool = True):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if poll:
-            jobs.poll()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def state(run_id: str) -> str:
-    return runstore.read_status(runstore.run_dir(run_id)).state
 
 
 def _events(run_dir) -> list[dict]:
