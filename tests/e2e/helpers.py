@@ -135,6 +135,52 @@ class StreamlitServer:
 # ---------------------------------------------------------------- page helpers
 
 
+# Counts the script runs a page has started, even ones too short for wait_idle's
+# polling to see: a MutationObserver on the app's data-test-script-state.
+_RUNS_JS = """() => {
+  if (window.__kestrelRuns === undefined) {
+    window.__kestrelRuns = 0;
+    new MutationObserver((changes) => {
+      for (const c of changes) {
+        const state = c.target.getAttribute('data-test-script-state');
+        if (state === 'running' || state === 'rerunRequested') window.__kestrelRuns += 1;
+      }
+    }).observe(document.documentElement,
+               {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
+  }
+  return window.__kestrelRuns;
+}"""
+ACTION_RERUN_TIMEOUT_MS = 10_000
+
+
+def runs_started(page) -> int:
+    """How many script runs ``page`` has started since the counter was installed."""
+    return int(page.evaluate(_RUNS_JS))
+
+
+def after_action(page, before: int, timeout_ms: int = ACTION_RERUN_TIMEOUT_MS) -> None:
+    """Wait for the rerun an action caused, then for the page to be idle.
+
+    On a loaded machine the server may take seconds to start the rerun a click asked
+    for; wait_idle alone would see the old, finished run and return before it. An
+    action that causes no rerun (choosing what is already chosen) costs the timeout.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if runs_started(page) > before:
+                break
+        page.wait_for_timeout(50)
+    wait_idle(page)
+
+
+def act(page, action) -> None:
+    """Do ``action()`` (a click, a key) and wait for the rerun it causes."""
+    before = runs_started(page)
+    action()
+    after_action(page, before)
+
+
 def wait_idle(page, timeout_ms: int = SCRIPT_TIMEOUT_MS, settle_ms: int = 400) -> None:
     """Wait until the script run has finished and stayed finished for ``settle_ms``.
 
@@ -215,8 +261,7 @@ def select(page, label: str, option: str) -> None:
     """Pick ``option`` in the selectbox labelled ``label`` (a react-aria combobox)."""
     page.get_by_role("combobox", name=label).first.click()
     exact = re.compile(rf"^\s*{re.escape(option)}\s*$", re.I)
-    page.get_by_role("option").filter(has_text=exact).first.click()
-    wait_idle(page)
+    act(page, page.get_by_role("option").filter(has_text=exact).first.click)
 
 
 def options(page, label: str) -> list[str]:
@@ -238,7 +283,14 @@ def navigate(page, title: str) -> None:
     link = page.locator('[data-testid="stSidebarNav"] a').filter(
         has_text=re.compile(rf"{re.escape(title)}\s*$")  # after the icon's ligature text
     )
-    link.first.click()
+    target = link.first.get_attribute("href") or ""
+    act(page, link.first.click)
+    # The address changes with the page (history.pushState): Back then returns here.
+    page.wait_for_function(
+        "href => location.pathname === new URL(href, location.href).pathname",
+        arg=target,
+        timeout=SCRIPT_TIMEOUT_MS,
+    )
     wait_idle(page)
     assert_healthy(page)
 
@@ -246,14 +298,15 @@ def navigate(page, title: str) -> None:
 def choose_radio(page, label: str, option: str) -> None:
     """Pick ``option`` in the radio group labelled ``label``."""
     group = widget(page, "stRadio", label)
-    group.locator("label").filter(has_text=option).first.click()
-    wait_idle(page)
+    act(page, group.locator("label").filter(has_text=option).first.click)
 
 
 def segment(page, option: str) -> None:
     """Pick ``option`` in a segmented control (``st.segmented_control``)."""
-    page.locator('[data-testid="stButtonGroup"] button').filter(has_text=option).first.click()
-    wait_idle(page)
+    act(
+        page,
+        page.locator('[data-testid="stButtonGroup"] button').filter(has_text=option).first.click,
+    )
 
 
 def set_number(page, label: str, value) -> None:
@@ -263,14 +316,12 @@ def set_number(page, label: str, value) -> None:
     """
     box = page.get_by_role("spinbutton", name=label).first
     box.fill(str(value))
-    box.press("Tab")
-    wait_idle(page)
+    act(page, lambda: box.press("Tab"))
 
 
 def click(page, name, *, exact: bool = False) -> None:
     """Click the (first visible) button named ``name`` and wait for the rerun."""
-    page.get_by_role("button", name=name, exact=exact).first.click()
-    wait_idle(page)
+    act(page, page.get_by_role("button", name=name, exact=exact).first.click)
 
 
 def upload(page, label: str, files) -> None:

@@ -14,6 +14,7 @@ import pytest
 from helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    act,
     click,
     main_text,
     navigate,
@@ -71,13 +72,11 @@ def _images(folder, cls: str) -> list[str]:
 def _type(page, label: str, text: str) -> None:
     box = page.get_by_role("textbox", name=label).first
     box.fill(text)
-    box.press("Enter")
-    wait_idle(page)
+    act(page, lambda: box.press("Enter"))
 
 
 def _press(page, key: str) -> None:
-    page.locator(f".st-key-{key} button").first.click()
-    wait_idle(page)
+    act(page, page.locator(f".st-key-{key} button").first.click)
 
 
 def test_build_train_and_predict(streamlit_server, camera_page, steps, workspace, tmp_path):

@@ -16,6 +16,7 @@ import time
 
 import pytest
 from helpers import (
+    act,
     assert_healthy,
     choose_radio,
     click,
@@ -45,8 +46,7 @@ def _type_enter(page, role: str, label: str, value) -> None:
     """Type into a field and press Enter, as a person does."""
     box = page.get_by_role(role, name=label).first
     box.fill(str(value))
-    box.press("Enter")
-    wait_idle(page)
+    act(page, lambda: box.press("Enter"))
 
 
 def _number(page, label: str) -> str:

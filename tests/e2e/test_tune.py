@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from helpers import (
+    act,
     click,
     main_text,
     navigate,
@@ -71,12 +72,10 @@ def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
     steps(page, "tune-open")
 
     page.get_by_label("Study name").fill("lr search")
-    page.get_by_label("Study name").press("Tab")
-    wait_idle(page)
+    act(page, lambda: page.get_by_label("Study name").press("Tab"))
     set_number(page, "Trials", TRIALS)
     set_number(page, "Epochs per trial", 1)
-    page.get_by_text("Search Learning rate", exact=True).click()
-    wait_idle(page)
+    act(page, page.get_by_text("Search Learning rate", exact=True).click)
     lowest = page.get_by_role("spinbutton", name="lowest").first
     lowest.wait_for(state="visible")  # the range appears with the rerun the toggle starts
     wait_idle(page)
