@@ -272,7 +272,12 @@ def model_warnings(cfg: ModelConfig, input_shape, num_classes: int) -> list[str]
             notes.append(
                 f"{cfg.preset} resizes the {h}×{w} images to {size}×{size} inside the model."
             )
-        if cfg.weights == "none" and cfg.freeze_backbone:
+        if cfg.start_from:
+            notes.append(
+                f"The weights come from run {cfg.start_from} (its trained backbone and head); "
+                "'Initial weights' does not apply."
+            )
+        elif cfg.weights == "none" and cfg.freeze_backbone:
             notes.append(
                 "The backbone is frozen but randomly initialised: only the head will learn. "
                 "Choose imagenet weights, or unfreeze the backbone."

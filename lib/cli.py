@@ -49,6 +49,21 @@ def _new_run_dir(config: RunConfig, run_dir: str | None) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from lib import hardware
 
+    if getattr(args, "fine_tune", None):
+        if args.config is not None:
+            print("give RUN.json or --fine-tune RUN_ID, not both", file=sys.stderr)
+            return 2
+        from lib import fine_tune
+
+        options = {
+            "layers": args.layers,
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+        }
+        config = fine_tune.fine_tune_recipe(
+            args.fine_tune, **{k: v for k, v in options.items() if v is not None}
+        )
+        return _train_config(config, args.run_dir, hardware)
     if args.config is None:
         if args.run_dir is None:
             print("give RUN.json, --run-dir DIR, or both", file=sys.stderr)
@@ -63,6 +78,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         config = RunConfig.load(args.config)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return _train_config(config, args.run_dir, hardware)
+
+
+def _train_config(config: RunConfig, run_dir: str | None, hardware) -> int:
+    """Check ``config``, make its run folder and train it here."""
+    try:
         if hardware.multi_worker_config() is None:
             # Refuse a recipe that cannot train before creating anything. (With
             # TF_CONFIG nothing may touch TensorFlow before the strategy exists;
@@ -70,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             from lib.preflight import check_startable
 
             check_startable(config)
-        path = _new_run_dir(config, args.run_dir)
+        path = _new_run_dir(config, run_dir)
     except ValueError as exc:  # RunConfigError, DatasetError, WorkspaceError: all user errors
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -162,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a run headless")
     train.add_argument("config", nargs="?", help="RunConfig JSON file")
     train.add_argument("--run-dir", help="run folder (default: a new one in the workspace)")
+    train.add_argument(
+        "--fine-tune",
+        metavar="RUN_ID",
+        help="phase two of transfer learning: start from this completed run's trained weights "
+        "with the top of the backbone unfrozen (instead of a RunConfig file)",
+    )
+    train.add_argument("--layers", type=int, help="--fine-tune: backbone layers to unfreeze")
+    train.add_argument("--epochs", type=int, help="--fine-tune: epochs")
+    train.add_argument("--learning-rate", type=float, help="--fine-tune: constant learning rate")
     train.set_defaults(func=cmd_train)
     runs = sub.add_parser("runs", help="list runs")
     runs.set_defaults(func=cmd_runs)
@@ -274,6 +307,12 @@ def cmd_dataset(args: argparse.Namespace) -> int:
             info = datasets.version_info(base, v)
             _print_version(base, v, f"version {v}, {info.get('action', '')}")
         return 0
+    if action == "delete":
+        kept = datasets.delete_dataset(name)
+        print(f"deleted dataset {name}")
+        if kept:
+            print(f"runs trained on it keep their models: {', '.join(kept)}")
+        return 0
     if action == "create":
         classes = [c for c in (args.classes or "").split(",") if c.strip()]
         version = datasets.create_dataset(name, classes)
@@ -331,6 +370,8 @@ def _add_dataset(sub) -> None:
     p = acts.add_parser("delete-class", help="delete a class and its images")
     p.add_argument("name")
     p.add_argument("class_name")
+    p = acts.add_parser("delete", help="delete a dataset and all its versions")
+    p.add_argument("name")
     p = acts.add_parser("remove", help="remove images (stored names, e.g. 000003.jpg)")
     p.add_argument("name")
     p.add_argument("class_name")

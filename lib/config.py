@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ MODEL_PRESETS = (
 )
 FILE_SOURCES = ("folder", "upload", "dataset", "csv_files", "pixel_csv")  # path required
 TRANSFER_PRESETS = ("mobilenetv2", "efficientnetb0", "resnet50")
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a run folder's name
 AUGMENT_PRESETS = ("none", "light", "standard", "strong", "custom")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "one_cycle", "step", "reduce_on_plateau")
@@ -589,6 +591,18 @@ class ModelConfig(_JsonMixin):
             help="Fine-tune the top of a frozen backbone (BatchNorm layers stay frozen).",
         ),
     )
+    start_from: str = field(
+        default="",
+        metadata=_plain(
+            "transfer presets: a completed run whose trained weights this run starts from",
+            label="Start from a trained run",
+            help=(
+                "Fine-tuning, the second phase of transfer learning: start from a run's trained "
+                "backbone and head instead of new ones. The run must have the same architecture, "
+                "image size and number of classes."
+            ),
+        ),
+    )
     width: float = field(
         default=1.0,
         metadata=_range(
@@ -624,6 +638,16 @@ class ModelConfig(_JsonMixin):
         _validate(self)
         if not 1 <= len(self.blocks) <= MAX_BLOCKS:
             raise ConfigError(f"ModelConfig.blocks must hold between 1 and {MAX_BLOCKS} blocks")
+        if self.start_from and not RUN_ID_RE.fullmatch(self.start_from):
+            raise ConfigError(
+                f"ModelConfig.start_from must be a run id (letters, digits, '-', '_', '.'), "
+                f"not {self.start_from[:60]!r}"
+            )
+        if self.start_from and self.preset not in TRANSFER_PRESETS:
+            raise ConfigError(
+                "ModelConfig.start_from (fine-tuning a trained run) needs a transfer preset "
+                f"({', '.join(TRANSFER_PRESETS)}), not {self.preset!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -529,3 +529,36 @@ def runs_using(name: str) -> list[tuple[str, str]]:
         if data.source == "dataset" and data.path.split("@")[0] == name:
             out.append((path.name, data.path.split("@")[-1]))
     return out
+
+
+def delete_dataset(name: str) -> list[str]:
+    """Remove a built dataset, every version of it, unless a queued or running run uses it.
+
+    Returns:
+        the ids of finished runs that trained on it: they keep their models and
+        metrics, but can no longer be evaluated on its images or resumed.
+
+    Raises:
+        DatasetEditError: a queued or running run trains on it; the message names the run.
+        DatasetError: no such dataset.
+    """
+    from lib import runstore
+
+    home = _home(name)
+    users = runs_using(name)
+    active = [
+        (run, version)
+        for run, version in users
+        if runstore.read_status(runstore.run_dir(run)).state in runstore.ACTIVE_STATES
+    ]
+    if active:
+        named = ", ".join(f"{run} (version {version})" for run, version in active)
+        raise DatasetEditError(
+            f"dataset {name} is in use by the queued or running run {named}; stop it on the "
+            "Train page or wait until it ends, then delete the dataset"
+        )
+    # Rename first, so a half-deleted dataset is never listed or loaded.
+    doomed = home.parent / f".deleting-{new_id()}"
+    os.rename(home, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    return [run for run, _ in users]

@@ -52,8 +52,8 @@ def weights_problem(model: ModelConfig, input_shape: tuple[int, ...]) -> str | N
     Cached weights are fine; otherwise the download address is probed (a few
     seconds at most), since a worker could fetch them while the server can.
     """
-    if model.preset not in TRANSFER_PRESETS or model.weights != "imagenet":
-        return None
+    if model.preset not in TRANSFER_PRESETS or model.weights != "imagenet" or model.start_from:
+        return None  # (fine-tuning takes its weights from the trained run)
     from lib import architectures
 
     size = architectures.transfer_input_size(tuple(input_shape))

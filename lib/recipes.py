@@ -132,6 +132,7 @@ RECIPE_INFO["small_data"] = RecipeInfo(
     "Small dataset",
     "For a few dozen to a few hundred images per class: MobileNetV2 with ImageNet weights, "
     "frozen; its features are computed once and cached, and only the head trains (seconds "
-    "per epoch on a CPU), with balanced class weights. To fine-tune afterwards, train again "
-    "with 'Unfreeze the last N backbone layers' (that run trains on images).",
+    "per epoch on a CPU), with balanced class weights. Then, optionally, phase two: the run's "
+    "Fine-tune button puts a recipe into the form that starts from its trained weights, "
+    "unfreezes the top of the backbone and trains on the images at a low learning rate.",
 )

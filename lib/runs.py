@@ -164,11 +164,13 @@ def best_value(values: list[float] | None) -> float | None:
 
 
 def describe_dataset(cfg: DataConfig) -> str:
-    """A short dataset label for tables ("digits", "shapes 64px", "folder:x →32px")."""
+    """A short dataset label for tables ("digits", "shapes 64px", "folder:x →32px", "pets@3")."""
     label = cfg.source
     if cfg.source == "shapes":
         label += f" {cfg.shapes_size}px"
-    if cfg.source in ("folder", "upload"):
+    if cfg.source == "dataset":  # a built dataset: its name and version say it all
+        label = cfg.path
+    elif cfg.source in ("folder", "upload", "csv_files", "pixel_csv"):
         label += f":{Path(cfg.path).name or cfg.path}"
     if cfg.image_size:
         label += f" →{cfg.image_size}px"

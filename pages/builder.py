@@ -105,6 +105,19 @@ def _import(name: str) -> None:
     _edit(lambda: datasets.import_upload(name, upload_id), "Copied the upload's images in")
 
 
+def _delete_dataset(name: str) -> None:
+    st.session_state.pop(ui.BUILD_DELETE_ASK, None)
+    try:
+        kept = datasets.delete_dataset(name)
+    except KestrelError as exc:
+        _say("error", f"Not deleted: {exc}")
+        return
+    clear_cache()
+    st.session_state.pop(ui.BUILD_PICK, None)
+    note = f" Runs trained on it keep their models: {', '.join(kept)}." if kept else ""
+    _say("success", f"Deleted dataset {name} and all its versions.{note}")
+
+
 def _use(name: str, version: int) -> None:
     ref = datasets.dataset_ref(name, version)
     forms.update_draft(lambda d: d.with_parts(data=d.data.replace(source="dataset", path=ref)))
@@ -141,6 +154,27 @@ def _class_panel(name: str, version: int, cls: str, count: int) -> None:
         st.button("Delete this class", key=ui.BUILD_DELETE + cls, icon=":material/delete:",
                   on_click=lambda: _edit(lambda: datasets.delete_class(name, cls),
                                          f"Deleted class {cls}"))  # fmt: skip
+
+
+def _delete_section(name: str) -> None:
+    """Delete the whole dataset: asks first, says what goes and what stays."""
+    st.button("Delete this dataset", key=ui.BUILD_DELETE_DATASET, icon=":material/delete:",
+              on_click=lambda: st.session_state.__setitem__(ui.BUILD_DELETE_ASK, name))  # fmt: skip
+    if st.session_state.get(ui.BUILD_DELETE_ASK) != name:
+        return
+    used = datasets.runs_using(name)
+    st.warning(
+        f"Delete the dataset {escape_markdown(name)} and all {len(datasets.versions(name))} of "
+        "its versions? Its images are removed from the workspace for good."
+        + (f" {len(used)} run(s) trained on it keep their models, but cannot be resumed or "
+           "evaluated on its images again." if used else ""),
+        icon=":material/delete_forever:",
+    )  # fmt: skip
+    yes, no = st.columns(2)
+    yes.button("Delete for good", key=ui.BUILD_DELETE_YES, type="primary",
+               on_click=_delete_dataset, args=(name,))  # fmt: skip
+    no.button("Keep it", key=ui.BUILD_DELETE_NO,
+              on_click=lambda: st.session_state.pop(ui.BUILD_DELETE_ASK, None))  # fmt: skip
 
 
 ui.ensure_router()
@@ -203,6 +237,7 @@ if picked in names:
                          key=ui.BUILD_IMPORT_PICK)  # fmt: skip
             st.button("Copy its images in", key=ui.BUILD_IMPORT_BTN, on_click=_import,
                       args=(picked,))  # fmt: skip
+    _delete_section(picked)
     with st.expander("Versions"):
         rows = []
         for v in reversed(datasets.versions(picked)):

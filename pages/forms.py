@@ -305,7 +305,7 @@ def field(
     mark_bound(cls, name)
     hint = _hint(cls, name)
     widget = m.get("widget")
-    if "choices" in m:
+    if "choices" in m or options is not None:  # (options: choices the page computes)
         opts = list(options if options is not None else m["choices"])
         fmt = format_func or choice_words(cls, name)
         if widget == "radio":

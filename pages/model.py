@@ -10,14 +10,14 @@ import dataclasses
 
 import streamlit as st
 
-from lib import preflight
+from lib import preflight, runs
 from lib.architectures import (
     PRESET_INFO,
     ModelConfigError,
     check_model_config,
     model_warnings,
 )
-from lib.config import MAX_BLOCKS, ConvBlock, HeadConfig, ModelConfig
+from lib.config import MAX_BLOCKS, TRANSFER_PRESETS, ConvBlock, HeadConfig, ModelConfig
 from lib.data import DatasetError, load_dataset
 from lib.model_summary import format_shape, human_bytes, human_count, summarize_config
 from lib.plots.model import model_diagram_figure
@@ -46,7 +46,9 @@ def _block_prefix(i: int) -> str:
 
 BLOCK_FIELDS = tuple(f.name for f in dataclasses.fields(ConvBlock))
 HEAD_FIELDS = tuple(f.name for f in dataclasses.fields(HeadConfig))
-SCALARS = ("preset", "weights", "freeze_backbone", "unfreeze_last", "width", "dropout")
+SCALARS = (
+    "preset", "weights", "freeze_backbone", "unfreeze_last", "start_from", "width", "dropout",
+)  # fmt: skip
 
 
 def _seed_custom(draft, force: bool) -> None:
@@ -66,7 +68,18 @@ def _from_widgets(draft):
         for i, block in enumerate(draft.model.blocks)
     )
     head = forms.read_widgets(HeadConfig, cfg.head, ui.MODEL_HEAD, HEAD_FIELDS)
+    if cfg.preset not in TRANSFER_PRESETS:
+        cfg = cfg.replace(start_from="")  # a CNN from scratch: nothing to start from
     return draft.with_parts(model=cfg.replace(blocks=blocks, head=head))
+
+
+def _start_runs(preset: str) -> dict[str, str]:
+    """Completed runs of ``preset`` a fine-tuning run can start from: {run id: label}."""
+    return {
+        v.run_id: runs.run_label(v)
+        for v in runs.completed_views()
+        if v.config.model.preset == preset
+    }
 
 
 def _commit() -> None:
@@ -113,17 +126,41 @@ def _options_section(preset: str, input_shape) -> None:
     _field("dropout", cols[1 if kind == "cnn" else 0])
     if kind == "transfer":
         cols = st.columns(2)
-        _field("weights", cols[0], options=("imagenet", "none"))
+        _field(
+            "weights",
+            cols[0],
+            options=("imagenet", "none"),
+            disabled=bool(st.session_state.get(ui.MODEL_FIELD + "start_from")),
+        )
         _field("freeze_backbone", cols[1])
         _field(
             "unfreeze_last",
             cols[1],
             disabled=not st.session_state[ui.MODEL_FIELD + "freeze_backbone"],
         )
+        _start_from_field(preset)
         if input_shape:
             problem = preflight.weights_problem(ui.model_config(), tuple(input_shape))
             if problem:
                 st.warning(problem, icon=":material/cloud_off:")
+
+
+def _start_from_field(preset: str) -> None:
+    """Fine-tuning: start from a completed run of this architecture, or from new weights."""
+    choices = _start_runs(preset)
+    current = st.session_state.get(ui.MODEL_FIELD + "start_from", "")
+    if current and current not in choices:
+        choices[current] = f"{current} (not a completed {preset} run: pick another)"
+    _field(
+        "start_from",
+        options=["", *choices],
+        format_func=lambda rid: choices.get(rid, rid) if rid else "none: new weights",
+    )
+    if current:
+        st.caption(
+            "This run starts from that run's trained backbone and head. Unfreeze the last N "
+            "layers and use a low learning rate (about 1e-5) to fine-tune them on the images."
+        )
 
 
 def _block_editor(i: int, n: int) -> None:

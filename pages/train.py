@@ -14,7 +14,7 @@ import time
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lib import drafts, jobs, preflight, runs, runstore
+from lib import drafts, fine_tune, jobs, preflight, runs, runstore
 from lib.advice import small_data_advice
 from lib.config import TRANSFER_PRESETS, AugmentConfig, ModelConfig, RunConfig, TrainConfig
 from lib.data import DatasetError, load_dataset
@@ -371,6 +371,23 @@ def _clone(run_id: str) -> None:
     _watch(new_id)
 
 
+def _load_fine_tune(run_id: str) -> None:
+    """The second phase of transfer learning for a run, into the form (Start starts it)."""
+    try:
+        config = fine_tune.fine_tune_recipe(run_id)
+    except KestrelError as exc:
+        _say("error", f"Not loaded: {exc}")
+        return
+    m, t = config.model, config.train
+    forms.update_draft(
+        lambda d: d.with_recipe(config).with_parts(run_name=config.name),
+        f"The form now fine-tunes run {config.name.removesuffix(' fine-tuned')}: it starts "
+        f"from its trained weights, with the last {m.unfreeze_last} backbone layers unfrozen, "
+        f"{t.epochs} epochs at a constant learning rate of {t.learning_rate:g}. Check the "
+        "Model and Train settings, then press Start training.",
+    )
+
+
 def _ask_delete(run_id: str) -> None:
     st.session_state[ui.TRAIN_DELETE_ASK] = run_id
 
@@ -423,7 +440,7 @@ def _progress_section(summary: RunView, progress: Progress) -> None:
 
 def _buttons(summary: RunView) -> None:
     rid = summary.run_id
-    cols = st.columns(5)
+    cols = st.columns(6)
     cols[0].button(
         "Stop",
         key=ui.TRAIN_STOP,
@@ -464,7 +481,27 @@ def _buttons(summary: RunView) -> None:
         on_click=_load_recipe,
         args=(rid,),
     )
+    fine_tunable = (
+        summary.state == "completed"
+        and summary.has_model
+        and (summary.config.model.preset in TRANSFER_PRESETS)
+    )
     cols[4].button(
+        "Fine-tune",
+        key=ui.TRAIN_FINE_TUNE,
+        icon=":material/tune:",
+        width="stretch",
+        disabled=not fine_tunable,
+        help=(
+            "phase two of transfer learning: put a recipe into the form that starts from this "
+            "run's trained weights and unfreezes the top of the backbone"
+            if fine_tunable
+            else "for completed transfer-learning runs (MobileNetV2, EfficientNetB0, ResNet50)"
+        ),
+        on_click=_load_fine_tune,
+        args=(rid,),
+    )
+    cols[5].button(
         "Delete",
         key=ui.TRAIN_DELETE,
         icon=":material/delete:",
@@ -523,6 +560,11 @@ def _runs_table(summaries: list[RunView]) -> None:
 
 def live_panel() -> None:
     """The selected run's live progress, its actions, and the runs table."""
+    current = ui.draft()
+    if st.session_state.get(ui.TRAIN_FORM_DRAWN) != (current.id, current.revision):
+        # A button in here (Load recipe, Clone, Fine-tune) or another tab changed the
+        # draft: redraw the whole page, so the form above shows what now trains.
+        st.rerun(scope="app")
     try:
         jobs.poll()
     except KestrelError as exc:
@@ -621,5 +663,7 @@ _lr_finder_section(_draft)
 forms.show_notice()
 _hyperparameter_form()
 st.divider()
+_drawn = ui.draft()
+st.session_state[ui.TRAIN_FORM_DRAWN] = (_drawn.id, _drawn.revision)
 _any_active = any(r.state in runstore.ACTIVE_STATES for r in runs.list_views())
 st.fragment(run_every=ACTIVE_REFRESH_S if _any_active else IDLE_REFRESH_S)(live_panel)()

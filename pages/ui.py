@@ -58,6 +58,7 @@ TRAIN_WATCH = "train_watch_run"  # selectbox: the run the live panel shows
 TRAIN_STOP = "train_stop"  # buttons of the live panel
 TRAIN_RESUME = "train_resume"
 TRAIN_CLONE = "train_clone"
+TRAIN_FINE_TUNE = "train_fine_tune"  # button: the second phase of transfer learning, into the form
 TRAIN_LOAD = "train_load_recipe"
 TRAIN_DELETE = "train_delete"
 TRAIN_DELETE_ASK = "train_delete_confirm_run"  # run id whose deletion awaits confirmation
@@ -67,6 +68,7 @@ TRAIN_ADVICE_APPLY = "train_small_data_apply"  # button: apply the small-data ad
 TRAIN_RECIPE = "train_recipe_pick"  # selectbox: a named recipe (lib.recipes)
 TRAIN_RECIPE_USE = "train_recipe_use"  # button: apply the picked recipe
 TRAIN_ACTION_MSG = "train_action_message"  # (kind, text) of the last button's result
+TRAIN_FORM_DRAWN = "train_form_drawn"  # (draft id, revision) the Train form was drawn from
 TRAIN_CURVES_CHART = "train_curves_chart"  # live loss/accuracy chart
 TRAIN_LR_CHART = "train_lr_chart"  # learning-rate chart
 TRAIN_LRF_START = "train_lr_finder_start"  # button: start a learning-rate sweep
@@ -188,6 +190,10 @@ BUILD_MERGE_BTN = "build_merge_btn"
 BUILD_IMPORT_PICK = "build_import_pick"  # selectbox: an upload to copy in
 BUILD_IMPORT_BTN = "build_import_btn"
 BUILD_USE = "build_use"  # button: train on this version (the draft's dataset)
+BUILD_DELETE_DATASET = "build_delete_dataset"  # button: delete the whole dataset (asks)
+BUILD_DELETE_ASK = "build_delete_ask"  # the dataset whose deletion is being asked
+BUILD_DELETE_YES = "build_delete_yes"
+BUILD_DELETE_NO = "build_delete_no"
 
 # Data health page, the Evaluate galleries' label actions, the Compare page's run diff
 HEALTH_TARGET = "health_target"  # selectbox: the run or dataset to check

@@ -124,3 +124,27 @@ def state(run_id: str) -> str:
     from lib import runstore
 
     return runstore.read_status(runstore.run_dir(run_id)).state
+
+
+def random_png(rng: np.random.Generator, side: int = 32) -> bytes:
+    """A PNG of random RGB noise, ``side`` × ``side`` px."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_built_dataset(name: str, classes: tuple[str, ...], per_class: int, seed: int = 0) -> str:
+    """A built dataset (lib.datasets) of random 32 px images; returns its ``name@version``."""
+    from lib import datasets
+
+    rng = np.random.default_rng(seed)
+    datasets.create_dataset(name)
+    version = 1
+    for cls in classes:
+        files = [(f"{i}.png", random_png(rng)) for i in range(per_class)]
+        version, _ = datasets.add_images(name, cls, files)
+    return datasets.dataset_ref(name, version)

@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from lib import runstore
+from lib import fine_tune, runstore
 from lib.config import RunConfig, TrainConfig
 from lib.errors import KestrelError
 from lib.progress import EndEvent, MetricsEvent, PhaseEvent, append_event
@@ -123,6 +123,10 @@ def validate_run(config: RunConfig, dataset: Any = None) -> Any:
         check_model_config(config.model, tuple(ds.image_shape), len(ds.class_names))
     except ValueError as exc:
         raise RunConfigError(f"the model does not fit the data: {exc}") from None
+    try:
+        fine_tune.check_source(config, list(ds.class_names))
+    except fine_tune.StartFromError as exc:
+        raise RunConfigError(str(exc)) from None
     return ds
 
 
@@ -255,8 +259,15 @@ def build_and_compile(cfg: RunConfig, data: TrainingData, hw) -> keras.Model:
     from lib.architectures import build_model
 
     tc = cfg.train
+    # Fine-tuning: the weights come from the start_from run, not from a download.
+    model_cfg = cfg.model.replace(weights="none") if cfg.model.start_from else cfg.model
     with hw.strategy.scope():
-        model = build_model(cfg.model, tuple(data.dataset.image_shape), data.num_classes)
+        model = build_model(model_cfg, tuple(data.dataset.image_shape), data.num_classes)
+        if cfg.model.start_from:
+            try:
+                fine_tune.load_source_weights(model, cfg)
+            except fine_tune.StartFromError as exc:
+                raise RunConfigError(str(exc)) from None
         model.compile(
             optimizer=make_optimizer(tc, data.steps),
             loss=keras.losses.CategoricalCrossentropy(

@@ -130,7 +130,8 @@ def new_page(browser, steps, request):
         return page
 
     yield make
-    if _failed(request.node):
+    # KESTREL_E2E_SHOTS=1 keeps the steps' screenshots of passing tests too, to look at.
+    if _failed(request.node) or os.environ.get("KESTREL_E2E_SHOTS"):
         folder = _artifact_dir(request.node)
         steps.dump(folder)
         server = request.getfixturevalue("server_process") if _uses_server(request) else None

@@ -161,3 +161,20 @@ def test_build_train_and_predict(streamlit_server, camera_page, steps, workspace
     assert set(labels) & set(COLOURS), labels
     assert re.search(r"Prediction took [\d.]+ ms", main_text(page))
     steps(page, "predicted")
+
+    # Delete the dataset: it asks first, Keep it keeps it, Delete for good removes every
+    # version; the finished run keeps its model.
+    navigate(page, "Build a dataset")
+    click(page, "Delete this dataset")
+    wait_for_text(page, rf"Delete the dataset fruits and all {version} of its versions\?")
+    assert "1 run(s) trained on it keep their models" in main_text(page)
+    steps(page, "delete-asked")
+    click(page, "Keep it")
+    assert "Delete the dataset fruits" not in main_text(page)
+    assert datasets.exists("fruits")
+    click(page, "Delete this dataset")
+    click(page, "Delete for good")
+    wait_for_text(page, r"Deleted dataset fruits and all its versions\. Runs trained on it keep")
+    steps(page, "deleted")
+    assert not datasets.exists("fruits")
+    assert runstore.run_dir(run_id).is_dir()

@@ -109,3 +109,28 @@ def test_quota_is_checked_before_anything_is_read(monkeypatch):
     with pytest.raises(QuotaError):
         datasets.add_images("big", "a", [("x.png", 10_000, lambda: read.append(1) or b"")])
     assert not read and datasets.versions("big") == [1]
+
+
+def test_delete_refuses_while_a_run_trains_on_it_and_keeps_finished_runs(capsys):
+    from lib import cli, runstore
+    from lib.config import RunConfig
+
+    datasets.create_dataset("gone", ["a", "b"])
+    v, _ = datasets.add_images("gone", "a", [("x.png", png(10))])
+    run = runstore.create_run(
+        RunConfig(data=DataConfig(source="dataset", path=datasets.dataset_ref("gone", v)))
+    )  # queued: it would train on the dataset
+    with pytest.raises(DatasetEditError, match=f"in use by the queued or running run {run.name}"):
+        datasets.delete_dataset("gone")
+    assert datasets.exists("gone") and datasets.versions("gone") == [1, 2]
+
+    runstore.update_status(run, state="completed")
+    assert cli.main(["dataset", "delete", "gone"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted dataset gone" in out and run.name in out  # it keeps its model
+    assert not datasets.exists("gone")
+    assert "gone" not in [d["name"] for d in datasets.list_datasets()]
+    assert run.is_dir()
+    with pytest.raises(DatasetError, match="no dataset called 'gone'"):
+        datasets.delete_dataset("gone")
+    assert cli.main(["dataset", "delete", "gone"]) == 2

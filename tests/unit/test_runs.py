@@ -133,3 +133,14 @@ def test_the_old_names_read_the_same_views():
     assert evaluation.completed_runs() == registry.completed_runs() == [path]
     assert evaluation.run_label(path) == f"alias · {path.name}"
     assert json.loads((path / runstore.STATUS_FILE).read_text())["state"] == "completed"
+
+
+def test_dataset_labels_name_the_data_not_its_kind():
+    label = runs.describe_dataset
+    assert label(DataConfig(source="dataset", path="pets@3")) == "pets@3"
+    assert label(DataConfig(source="digits")) == "digits"
+    assert label(DataConfig(source="shapes", shapes_size=64)) == "shapes 64px"
+    assert label(DataConfig(source="folder", path="/data/flowers", image_size=32)) == (
+        "folder:flowers →32px"
+    )
+    assert label(DataConfig(source="csv_files", path="/data/labels.csv")) == "csv_files:labels.csv"

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from lib import datasets, feature_cache, runstore
+from lib import feature_cache, runstore
 from lib.config import AugmentConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from lib.progress import PhaseEvent, read_events
-
-
-def _png(rng) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+from tests.tiny_runs import make_built_dataset
 
 
 @pytest.fixture
 def small_set():
-    rng = np.random.default_rng(0)
-    datasets.create_dataset("tiny")
-    v = 1
-    for cls in ("a", "b", "c"):
-        v, _ = datasets.add_images("tiny", cls, [(f"{i}.png", _png(rng)) for i in range(6)])
-    return datasets.dataset_ref("tiny", v)
+    return make_built_dataset("tiny", ("a", "b", "c"), 6)
 
 
 def config(ref, **model) -> RunConfig:
