@@ -26,6 +26,8 @@ import numpy as np
 from lib.workspace import area, check_quota, new_id
 
 FORMAT = 1
+LIMIT_ENV = "KESTREL_FEATURE_CACHE_MB"  # the cache's size limit; least recently used go first
+DEFAULT_LIMIT_MB = 2048
 
 
 def cache_dir() -> Path:
@@ -96,7 +98,62 @@ def load(key: str, record: dict[str, Any], rows: int) -> np.ndarray | None:
         return None
     if arr.dtype != np.float32 or not np.all(np.isfinite(arr)):
         return None
+    _touch(meta)  # recently used: evicted last
     return arr
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def limit_bytes() -> int:
+    """The cache's size limit (``KESTREL_FEATURE_CACHE_MB``, default 2048 MB)."""
+    raw = os.environ.get(LIMIT_ENV, "")
+    try:
+        mb = float(raw) if raw.strip() else DEFAULT_LIMIT_MB
+    except ValueError:
+        mb = DEFAULT_LIMIT_MB
+    return max(0, int(mb * 2**20))
+
+
+def evict(keep: str = "", limit: int | None = None) -> list[str]:
+    """Remove least recently used entries until the cache fits ``limit``; never ``keep``.
+
+    Returns:
+        the keys removed. An entry is its ``.npy`` and ``.json``; its age is the
+        ``.json``'s modification time, refreshed by every hit.
+    """
+    limit = limit_bytes() if limit is None else limit
+    folder = cache_dir()
+    entries = []
+    for meta in folder.glob("*.json"):
+        if meta.name.startswith("."):
+            continue
+        data = meta.with_suffix(".npy")
+        try:
+            size = data.stat().st_size + meta.stat().st_size
+            used = meta.stat().st_mtime
+        except OSError:
+            continue
+        entries.append((used, meta.stem, size))
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for _, key, size in sorted(entries):
+        if total <= limit:
+            break
+        if key == keep:
+            continue
+        for suffix in (".json", ".npy"):  # the record first: no entry without its data
+            try:
+                (folder / f"{key}{suffix}").unlink()
+            except OSError:
+                pass
+        total -= size
+        removed.append(key)
+    return removed
 
 
 def store(key: str, record: dict[str, Any], features: np.ndarray) -> None:
@@ -117,6 +174,7 @@ def store(key: str, record: dict[str, Any], features: np.ndarray) -> None:
     tmp_meta = folder / f".tmp-{new_id()}.json"
     tmp_meta.write_text(json.dumps(info, default=str), encoding="utf-8")
     os.replace(tmp_meta, folder / f"{key}.json")
+    evict(keep=key)
 
 
 def get_or_compute(

@@ -85,3 +85,29 @@ def test_a_changed_file_changes_the_split_fingerprint(tmp_path):
     before = feature_cache.split_fingerprint(split)
     f.write_bytes(b"22")
     assert feature_cache.split_fingerprint(split) != before
+
+
+def test_the_least_recently_used_entries_go_when_the_cache_is_over_its_limit(monkeypatch):
+    import os
+    import time
+
+    rows, dim = 256, 256  # 256 KiB of float32 per entry
+    compute, calls = compute_counter(rows, dim)
+    records = [{"data": f"set{i}@1", "backbone": "mobilenetv2"} for i in range(3)]
+    for i, record in enumerate(records):
+        feature_cache.get_or_compute(record, rows, compute)
+        key, _ = feature_cache.feature_key(**record)
+        meta = feature_cache.cache_dir() / f"{key}.json"
+        os.utime(meta, (time.time() - 100 + i, time.time() - 100 + i))  # set0 oldest
+    # set0 is used again: now set1 is the least recently used
+    assert feature_cache.get_or_compute(records[0], rows, compute)[1] is True
+    monkeypatch.setenv(feature_cache.LIMIT_ENV, "0.6")  # room for two entries
+    feature_cache.get_or_compute({"data": "set3@1", "backbone": "mobilenetv2"}, rows, compute)
+    hits = [feature_cache.get_or_compute(r, rows, compute)[1] for r in records[:1]]
+    keys = {p.stem for p in feature_cache.cache_dir().glob("*.npy")}
+    assert len(keys) == 2, keys  # set1 and set2 went (oldest first); set0 and set3 stay
+    assert hits == [True]
+    assert feature_cache.feature_key(**records[1])[0] not in keys
+    assert feature_cache.feature_key(**records[2])[0] not in keys
+    monkeypatch.setenv(feature_cache.LIMIT_ENV, "not a number")
+    assert feature_cache.limit_bytes() == feature_cache.DEFAULT_LIMIT_MB * 2**20
