@@ -176,7 +176,7 @@ def run(size: str = "full") -> dict:
 
     t = time.perf_counter()
     bprobs = baseline_probs(x, noisy, k)
-    ranked = find_label_issues(noisy, bprobs, return_indices_ranked_by="self_confidence")
+    ranked = find_label_issues(noisy, bprobs, return_indices_ranked_by="self_confidence", n_jobs=1)
     from cleanlab.rank import get_label_quality_scores
 
     rest = np.argsort(get_label_quality_scores(noisy, bprobs), kind="stable")

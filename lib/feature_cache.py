@@ -14,6 +14,7 @@ This module imports neither TensorFlow nor Streamlit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,10 +104,8 @@ def load(key: str, record: dict[str, Any], rows: int) -> np.ndarray | None:
 
 
 def _touch(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path)
-    except OSError:
-        pass
 
 
 def limit_bytes() -> int:
@@ -147,10 +146,8 @@ def evict(keep: str = "", limit: int | None = None) -> list[str]:
         if key == keep:
             continue
         for suffix in (".json", ".npy"):  # the record first: no entry without its data
-            try:
+            with contextlib.suppress(OSError):
                 (folder / f"{key}{suffix}").unlink()
-            except OSError:
-                pass
         total -= size
         removed.append(key)
     return removed

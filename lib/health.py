@@ -284,7 +284,9 @@ def label_issues(
     lab = remap[labels]
     quality = get_label_quality_scores(lab, sub, method="self_confidence")
     if len(present) >= 2 and len(labels) >= 2 * len(present):
-        flagged = find_label_issues(lab, sub, filter_by="prune_by_noise_rate")
+        # n_jobs=1: cleanlab's process pool forks a process that holds TensorFlow's
+        # threads, which can deadlock (a check hung for 10 minutes that way).
+        flagged = find_label_issues(lab, sub, filter_by="prune_by_noise_rate", n_jobs=1)
     else:
         flagged = np.zeros(len(labels), bool)
     ranking = np.argsort(quality, kind="stable")

@@ -92,7 +92,7 @@ def test_the_least_recently_used_entries_go_when_the_cache_is_over_its_limit(mon
     import time
 
     rows, dim = 256, 256  # 256 KiB of float32 per entry
-    compute, calls = compute_counter(rows, dim)
+    compute, _calls = compute_counter(rows, dim)
     records = [{"data": f"set{i}@1", "backbone": "mobilenetv2"} for i in range(3)]
     for i, record in enumerate(records):
         feature_cache.get_or_compute(record, rows, compute)
