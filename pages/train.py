@@ -68,15 +68,24 @@ def _recipe_summary(draft: drafts.Draft) -> None:
         _link("pages/augmentation.py", "Change augmentation", ":material/auto_awesome:")
     with cols[2], st.container(border=True):
         st.markdown(f"**Model** · {ui.describe_model(model)}")
-        st.caption(
-            f"width ×{model.width:g} · dropout {model.dropout:g}"
-            + (
-                f" · {forms.choice_words(ModelConfig, 'weights')(model.weights)} weights"
-                if model.preset in TRANSFER_PRESETS
-                else ""
-            )
-        )
+        st.caption(f"width ×{model.width:g} · dropout {model.dropout:g}" + _weights_words(model))
         _link("pages/model.py", "Change model", ":material/neurology:")
+
+
+def _weights_words(model: ModelConfig) -> str:
+    """Where a transfer model's weights come from and what trains, for the recipe card."""
+    if model.preset not in TRANSFER_PRESETS:
+        return ""
+    if model.start_from:
+        source = escape_markdown(model.start_from)
+        where = f" · starts from run {source}'s trained weights"
+    else:
+        where = f" · {forms.choice_words(ModelConfig, 'weights')(model.weights)} weights"
+    if not model.freeze_backbone:
+        return where + " · whole backbone trains"
+    if model.unfreeze_last:
+        return where + f" · last {model.unfreeze_last} backbone layers train"
+    return where + " · backbone frozen"
 
 
 def _field(name: str, container=None, **kwargs) -> None:

@@ -75,6 +75,8 @@ def test_fine_tune_fills_the_form_and_trains_exactly_what_it_shows(
     text = main_text(page)
     assert "The form now fine-tunes run pets head" in text, text
     assert "press Start training" in text
+    card = f"starts from run {head_run}'s trained weights · last 20 backbone layers train"
+    assert card in text, text  # the recipe card says where the weights come from
     before = {p.name for p in runstore.list_run_dirs()}
     assert before == {head_run}, "Fine-tune started a run by itself"
     assert _number(page, "Epochs") == str(fine_tune.FINE_TUNE_EPOCHS)

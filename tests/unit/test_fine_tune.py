@@ -114,6 +114,19 @@ def test_phase_two_starts_from_phase_one_and_trains_only_the_top(small_set):
     with pytest.raises(RunConfigError, match="trained on the classes"):
         validate_run(other)
 
+    # The CLI does the same on files: python -m lib train --fine-tune RUN_ID.
+    existing = {p.name for p in runstore.list_run_dirs()}
+    code = cli.main(
+        ["train", "--fine-tune", first.name, "--layers", "5", "--epochs", "1",
+         "--learning-rate", "2e-4"]
+    )  # fmt: skip
+    assert code == 0
+    (made,) = {p.name for p in runstore.list_run_dirs()} - existing
+    cli_cfg = runstore.read_config(runstore.run_dir(made))
+    assert (cli_cfg.model.start_from, cli_cfg.model.unfreeze_last) == (first.name, 5)
+    assert (cli_cfg.train.epochs, cli_cfg.train.learning_rate) == (1, 2e-4)
+    assert runstore.read_status(runstore.run_dir(made)).state == "completed"
+
 
 def test_cli_fine_tune_refuses_a_cnn_run_and_a_missing_run(capsys):
     cnn = make_finished_run(name="cnn run").name
