@@ -60,6 +60,17 @@ def _blocked_latency(runners: dict, images: np.ndarray, blocks: int, rounds: int
     return per_block
 
 
+def _int8_isa() -> str:
+    """The CPU's int8 dot-product extensions (VNNI), which set how much int8 kernels gain."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return "unknown"
+    found = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return ", ".join(found) if found else "none (no VNNI; AVX2 only)" if "avx2" in flags else "none"
+
+
 def run(size: str = "full") -> dict:
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -99,7 +110,8 @@ def run(size: str = "full") -> dict:
         "latency": (
             f"single image, model call only, TFLite 1 thread + XNNPACK; {cfg['blocks']} blocks "
             f"of {cfg['rounds']} interleaved rounds (tflite, int8, pruned), p50 per block; "
-            "machine shared with other work while measured"
+            f"load average {os.getloadavg()[0]:.2f} before; the CPU's int8 dot-product "
+            f"instructions: {_int8_isa()}"
         ),
         "tflite": {
             "size_bytes": base["size_bytes"],

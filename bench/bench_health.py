@@ -212,7 +212,7 @@ def run(size: str = "full") -> dict:
             "leakage_recall": 0.95,
             "seconds": 60,
         },
-        "note": "one repetition each (the check is a whole K-fold training); machine shared",
+        "note": "one repetition each (the check is a whole K-fold training)",
     }
 
 
