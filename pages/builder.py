@@ -196,8 +196,11 @@ with new_col:
 with pick_col:
     if names and st.session_state.get(ui.BUILD_PICK) not in names:
         st.session_state[ui.BUILD_PICK] = names[0]
-    st.selectbox("Dataset", names, key=ui.BUILD_PICK,
-                 placeholder="none yet — create one")  # fmt: skip
+    if names:
+        st.selectbox("Dataset", names, key=ui.BUILD_PICK)
+    else:  # a widget of its own: the browser would keep showing a deleted dataset's name
+        st.selectbox("Dataset", [], key=ui.BUILD_PICK_NONE, disabled=True,
+                     placeholder="none yet — create one")  # fmt: skip
 
 message = st.session_state[ui.BUILD_MSG]
 if message:

@@ -169,6 +169,7 @@ EVAL_ROBUSTNESS_NOTICE = "evaluate_robustness_notice"  # message after a start o
 
 # Build a dataset page (per-class widgets: prefix + class name)
 BUILD_PICK = "build_dataset_pick"  # selectbox: the dataset being built
+BUILD_PICK_NONE = "build_dataset_pick_none"  # the empty picker when there is no dataset
 BUILD_NEW_NAME = "build_new_name"  # text input: a new dataset's name
 BUILD_CREATE = "build_create"  # button: create it
 BUILD_MSG = "build_message"  # ("success" | "error", text) after the last edit

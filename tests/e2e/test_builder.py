@@ -178,3 +178,5 @@ def test_build_train_and_predict(streamlit_server, camera_page, steps, workspace
     steps(page, "deleted")
     assert not datasets.exists("fruits")
     assert runstore.run_dir(run_id).is_dir()
+    picker = page.get_by_role("combobox", name="Dataset").first.input_value()
+    assert "fruits" not in picker, picker  # the browser does not keep showing the deleted set
