@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_runs import wait_for
 
 from lib import jobs, runs, runstore, tuning
 from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
@@ -191,17 +192,6 @@ def test_two_workers_share_a_study_on_the_sqlite_default(two_runs_at_once):
 # ---------------------------------------------------------------- crashes lose at most one trial
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        jobs.poll()
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def running_run(study) -> str | None:
     """The run id of a trial whose run is training now."""
     for t in study.get_trials(deepcopy=False):
@@ -222,10 +212,10 @@ def test_a_killed_run_fails_only_its_trial():
     folder = tuning.create_study(spec)
     tuning.spawn_workers(folder, 1)
     study = tuning.load_study(spec, folder)
-    run = wait_until(lambda: running_run(study), STUDY_TIMEOUT_S, "a trial's run to train")
+    run = wait_for(lambda: running_run(study), STUDY_TIMEOUT_S, "a trial's run to train")
     os.kill(runstore.read_status(runstore.run_dir(run)).pid, 9)
     # The worker goes on with the next trial.
-    wait_until(
+    wait_for(
         lambda: any(t.state.name == "FAIL" for t in study.get_trials(deepcopy=False)),
         120,
         "the killed run's trial to fail",
@@ -233,12 +223,12 @@ def test_a_killed_run_fails_only_its_trial():
     failed = next(t for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL")
     assert failed.user_attrs["run_id"] == run
     assert "killed" in failed.user_attrs["error"]
-    nxt = wait_until(
+    nxt = wait_for(
         lambda: running_run(study) not in (None, run) and running_run(study), 240, "the next trial"
     )
     assert nxt != run and tuning.live_workers(folder)
     tuning.stop_study(folder)
-    wait_until(lambda: not tuning.live_workers(folder), 240, "the worker to stop")
+    wait_for(lambda: not tuning.live_workers(folder), 240, "the worker to stop")
     states = sorted(t.state.name for t in study.get_trials(deepcopy=False))
     assert states == ["FAIL", "FAIL"]  # the killed one, and the one stopped with the study
     assert tuning.counted_trials(study) == 0  # neither counts: a resumed study runs both again
