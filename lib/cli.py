@@ -112,6 +112,8 @@ def _fmt_duration(seconds: float | None) -> str:
 def format_runs_table(rows: list[runs.RunView]) -> str:
     """The runs as a plain-text table."""
     header = ("ID", "STATE", "DATASET", "MODEL", "BEST VAL ACC", "EPOCHS", "DURATION", "STARTED")
+    if any(r.study for r in rows):  # trials of a tuning study: which study and trial
+        header = (*header, "STUDY")
     lines = [header]
     for r in rows:
         lines.append(
@@ -124,6 +126,7 @@ def format_runs_table(rows: list[runs.RunView]) -> str:
                 f"{r.epochs_done}/{r.epochs}",
                 _fmt_duration(r.duration_s),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started or r.created)),
+                *((r.study_label,) if len(header) > 8 else ()),
             )
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]

@@ -43,6 +43,7 @@ VIEW_FILES = (
     runstore.HISTORY_FILE,
     runstore.METRICS_FILE,
     runstore.MODEL_FILE,
+    runstore.TRIAL_FILE,
 )
 NO_ACCURACY = "–"  # what a label shows for a run without an accuracy yet
 
@@ -67,6 +68,7 @@ class RunView:
     history: dict[str, list[float]] = field(default_factory=dict)  # history.csv columns
     has_model: bool = False  # model.keras exists
     config_error: str = ""  # why config.json could not be read, else ""
+    trial: dict[str, Any] = field(default_factory=dict)  # trial.json of a tuning trial, else {}
 
     @property
     def name(self) -> str:
@@ -105,6 +107,21 @@ class RunView:
     def dataset(self) -> str:
         """The dataset's short description ("digits", "shapes 64px →32px")."""
         return describe_dataset(self.config.data)
+
+    @property
+    def study(self) -> str:
+        """The name of the tuning study this run is a trial of ("" for an ordinary run)."""
+        return str(self.trial.get("study", "")) if self.trial else ""
+
+    @property
+    def study_label(self) -> str:
+        """The study and trial: "lr sweep · trial 3 (pruned at epoch 2)"; "" for an ordinary run."""
+        if not self.study:
+            return ""
+        label = f"{self.study} · trial {self.trial.get('trial_number', '?')}"
+        if self.trial.get("pruned_epoch"):
+            label += f" (pruned at epoch {self.trial['pruned_epoch']})"
+        return label
 
     @property
     def model(self) -> str:
@@ -212,6 +229,7 @@ def _load(path: Path) -> RunView:
         history=runstore.read_history(path),
         has_model=(path / runstore.MODEL_FILE).is_file(),
         config_error=config_error,
+        trial=runstore.read_trial(path),
     )
 
 

@@ -177,6 +177,15 @@ def read_metrics(path: Path) -> dict[str, Any]:
         return {}
 
 
+def read_trial(path: Path) -> dict[str, Any]:
+    """trial.json of a tuning trial's run ({} for a run that is no trial, or unreadable)."""
+    try:
+        data = json.loads((Path(path) / TRIAL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_history(path: Path) -> dict[str, list[float]]:
     """history.csv as columns, ``epoch`` 1-based (the end of that epoch); {} if none yet.
 

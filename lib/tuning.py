@@ -602,11 +602,7 @@ def run_worker(folder: Path) -> int:
 
 def read_trial_info(run_dir: Path) -> dict[str, Any]:
     """The run's trial.json ({} for a run that is no trial)."""
-    try:
-        data = json.loads((Path(run_dir) / runstore.TRIAL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return runstore.read_trial(run_dir)
 
 
 def _trial_callback_class():

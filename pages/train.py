@@ -548,6 +548,7 @@ def _runs_table(summaries: list[RunView]) -> None:
             "status": f"{STATE_ICONS.get(r.state, '')} {r.state}",
             "dataset": r.dataset,
             "model": r.model,
+            "study": r.study_label,
             "epochs": f"{r.epochs_done}/{r.epochs}",
             "best val acc": r.best_val_accuracy,
             "duration": _fmt_duration(r.duration_s),

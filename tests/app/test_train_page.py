@@ -166,3 +166,19 @@ def test_small_dataset_advice_applies_in_one_click():
     draft = draft_of(at)
     assert draft.augment.preset == "light"
     assert draft.data == data
+
+
+def test_the_runs_table_names_the_study_of_a_trial_run():
+    from lib.config import RunConfig
+
+    plain = runstore.create_run(RunConfig(name="by hand", data=DataConfig(source="digits")))
+    trial = runstore.create_run(RunConfig(name="sweep #1", data=DataConfig(source="digits")))
+    for path in (plain, trial):
+        runstore.update_status(path, state="completed", started=time.time() - 5, ended=time.time())
+    runstore.atomic_write_json(
+        trial / runstore.TRIAL_FILE, {"study": "sweep", "trial_number": 1, "pruned_epoch": 3}
+    )
+    at = open_train_page()
+    table = at.dataframe[0].value
+    by_name = dict(zip(table["name"], table["study"], strict=True))
+    assert by_name == {"by hand": "", "sweep #1": "sweep · trial 1 (pruned at epoch 3)"}

@@ -54,6 +54,29 @@ def test_a_view_holds_what_the_run_folder_says():
     assert view.dataset == "digits" and view.model == view.config.model.preset
 
 
+def test_a_trial_run_names_its_study_in_the_view_and_the_cli_table():
+    from lib.cli import format_runs_table
+
+    plain = make_run("plain")
+    trial = make_run("lr sweep #3")
+    runstore.atomic_write_json(
+        trial / runstore.TRIAL_FILE, {"study": "lr sweep", "trial_number": 3, "pruned_epoch": None}
+    )
+    assert runs.view_of(plain).study == "" and runs.view_of(plain).study_label == ""
+    view = runs.view_of(trial)
+    assert (view.study, view.study_label) == ("lr sweep", "lr sweep · trial 3")
+    table = format_runs_table([runs.view_of(plain), view]).splitlines()
+    assert table[0].split()[-1] == "STUDY"
+    assert table[2].endswith("lr sweep · trial 3") and not table[1].endswith("trial 3")
+    # The pruner's verdict, written into trial.json later, shows at the next read.
+    runstore.atomic_write_json(
+        trial / runstore.TRIAL_FILE, {"study": "lr sweep", "trial_number": 3, "pruned_epoch": 2}
+    )
+    assert runs.view_of(trial).study_label == "lr sweep · trial 3 (pruned at epoch 2)"
+    # Without trials among the runs, the table has no STUDY column.
+    assert "STUDY" not in format_runs_table([runs.view_of(plain)])
+
+
 def test_a_view_of_an_unfinished_run():
     path = make_run("fresh", state="running", model=False)
     view = runs.view_of(path)
