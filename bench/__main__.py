@@ -55,6 +55,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),
     "tune": ("bench.bench_tune", "tuning: pruned study vs default recipe, LR finder vs grid, two workers"),
+    "tune_study": ("bench.bench_tune_study", "tuning: a 10-minute study on all of Fashion-MNIST vs the default recipe"),
 }  # fmt: skip
 CHILD_TIMEOUT_S = 3 * 3600
 

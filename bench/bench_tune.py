@@ -54,13 +54,28 @@ def _base(per_class: int, epochs: int):
     return RunConfig(data=data, train=TrainConfig(epochs=epochs))
 
 
-def study_vs_default(size: str) -> dict[str, Any]:
+def study_vs_default(
+    size: str, *, per_class: int | None = None, n_trials: int | None = None,
+    time_limit_s: float = 0.0, name: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """The pruned study against its trial 0, the default recipe.
+
+    With ``time_limit_s``, the study is stopped (``tuning.stop_study``, as the Tune
+    page's Stop does) that many seconds after it starts; the trial running then is
+    stopped with it and does not count.
+    """
+    import threading
+
     from lib import runstore, tuning
 
-    cfg = SIZES[size]
+    cfg = dict(SIZES[size])
+    if per_class is not None:
+        cfg["per_class"] = per_class
+    if n_trials is not None:
+        cfg["trials"] = n_trials
     base = _base(cfg["per_class"], cfg["epochs"])
     spec = tuning.StudySpec(
-        name=f"bench-{size}",
+        name=name or f"bench-{size}",
         base=base,
         space=SPACE,
         n_trials=cfg["trials"],
@@ -77,7 +92,15 @@ def study_vs_default(size: str) -> dict[str, Any]:
     }
     study.enqueue_trial(default)  # trial 0 is the default recipe
     t0 = time.monotonic()
-    tuning.run_study(spec, workers=1, echo=False)
+    timer = None
+    if time_limit_s:
+        timer = threading.Timer(time_limit_s, tuning.stop_study, args=(folder,))
+        timer.start()
+    try:
+        tuning.run_study(spec, workers=1, echo=False)
+    finally:
+        if timer is not None:
+            timer.cancel()
     seconds = time.monotonic() - t0
     study = tuning.load_study(spec, folder)
     trials = []
@@ -93,26 +116,30 @@ def study_vs_default(size: str) -> dict[str, Any]:
                 "test_accuracy": metrics.get("test_accuracy"),
                 "epochs_done": metrics.get("epochs_done"),
                 "pruned_epoch": t.user_attrs.get("pruned_epoch"),
+                "stopped_with_study": bool(t.user_attrs.get("stopped")),
             }
         )
     best = tuning.best_trial(study)
-    default_row = trials[0]
-    best_row = next(r for r in trials if best is not None and r["number"] == best.number)
+    default_row = trials[0] if trials else {}
+    best_row = next((r for r in trials if best is not None and r["number"] == best.number), {})
+    best_acc, default_acc = best_row.get("test_accuracy"), default_row.get("test_accuracy")
     return {
         "per_class": cfg["per_class"] or 6000,
         "budget_epochs": cfg["epochs"],
         "trials_planned": cfg["trials"],
+        "time_limit_s": time_limit_s or None,
         "study_seconds": round(seconds, 1),
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "pruned": sum(1 for r in trials if r["state"] == "pruned"),
         "trials": trials,
-        "default_test_accuracy": default_row["test_accuracy"],
-        "best_trial": best_row["number"],
-        "best_params": best_row["params"],
-        "best_test_accuracy": best_row["test_accuracy"],
+        "default_test_accuracy": default_acc,
+        # None: no trial completed (a time limit shorter than the default's training)
+        "best_trial": best_row.get("number"),
+        "best_params": best_row.get("params"),
+        "best_test_accuracy": best_acc,
+        "best_is_default": best_row.get("number") == 0,
         "best_at_least_default": (
-            best_row["test_accuracy"] is not None
-            and default_row["test_accuracy"] is not None
-            and best_row["test_accuracy"] >= default_row["test_accuracy"]
+            best_acc is not None and default_acc is not None and best_acc >= default_acc
         ),
     }
 

@@ -412,12 +412,18 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def _add_health(sub) -> None:
+    from lib import health as health_lib  # light: TensorFlow loads only when a check trains
+
     health = sub.add_parser(
         "health", help="data health: label issues, outliers, duplicates, train/test leakage"
     )
     health.add_argument("target", help="a run id, a built-in dataset name, or a class folder")
-    health.add_argument("--folds", type=int, default=4, help="cross-validation folds")
-    health.add_argument("--epochs", type=int, default=5, help="epochs per fold")
+    health.add_argument(
+        "--folds", type=int, default=health_lib.DEFAULT_FOLDS, help="cross-validation folds"
+    )
+    health.add_argument(
+        "--epochs", type=int, default=health_lib.DEFAULT_EPOCHS, help="epochs per fold"
+    )
     health.add_argument("--out", help="also write the review queue (CSV) to this file")
     health.set_defaults(func=cmd_health)
 
