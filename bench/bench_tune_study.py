@@ -48,5 +48,54 @@ def run(size: str = "full") -> dict[str, Any]:
     return {"size": size, "note": "one study, fixed seeds", "study_vs_default": study}
 
 
+def markdown(result: dict) -> str:
+    """The study's trials and its verdict against the default recipe."""
+    r = result["study_vs_default"]
+
+    def pct(value) -> str:
+        return "–" if value is None else f"{value:.2%}"
+
+    lines = [
+        f"All {r['per_class'] * 10:,} Fashion-MNIST training images, "
+        f"{r['budget_epochs']}-epoch trials, median pruner, one worker; stopped after "
+        f"{r['time_limit_s'] or 0:.0f} s ({r['study_seconds']:.0f} s with the stop); "
+        f"load average after {'/'.join(str(v) for v in r['load_average_after'])}.",
+        "",
+        "| trial | state | val accuracy | test accuracy | epochs | parameters |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in r["trials"]:
+        state = t["state"] + (" (stopped at the limit)" if t.get("stopped_with_study") else "")
+        params = ", ".join(
+            f"{k.split('.', 1)[1]} {v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]} {v}"
+            for k, v in t["params"].items()
+        )
+        lines.append(
+            f"| {t['number']}{' (default)' if t['number'] == 0 else ''} | {state} | "
+            f"{pct(t['val_accuracy'])} | {pct(t['test_accuracy'])} | "
+            f"{t['epochs_done'] if t['epochs_done'] is not None else '–'} | {params} |"
+        )
+    verdict = "met" if r["best_at_least_default"] else "MISSED"
+    same = " (the default itself)" if r["best_is_default"] else ""
+    best_val = next(
+        (t["val_accuracy"] for t in r["trials"] if t["number"] == r["best_trial"]), None
+    )
+    ties = [
+        t for t in r["trials"]
+        if t["number"] != r["best_trial"] and best_val is not None and t["val_accuracy"] == best_val
+    ]  # fmt: skip
+    if ties:  # Optuna's best trial is the first of equals
+        same += ", tied on validation accuracy with " + ", ".join(
+            f"#{t['number']} (test {pct(t['test_accuracy'])})" for t in ties
+        )
+    lines += [
+        "",
+        f"Best trial by validation accuracy: #{r['best_trial']}{same}, test accuracy "
+        f"{pct(r['best_test_accuracy'])} against the default's {pct(r['default_test_accuracy'])}: "
+        f"at least the default's — {verdict}.",
+    ]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     print(json.dumps(run(sys.argv[1] if len(sys.argv) > 1 else "full"), indent=2))

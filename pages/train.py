@@ -540,7 +540,36 @@ def _buttons(summary: RunView) -> None:
             no.button("Keep it", key=ui.TRAIN_DELETE_NO, on_click=_cancel_delete, width="stretch")
 
 
+# The runs filter's values besides a study's name (which starts with a letter or digit).
+ALL_RUNS, NO_STUDY = "", " none"
+
+
+def _study_filter(summaries: list[RunView]) -> list[RunView]:
+    """The runs the table shows: all, those outside studies, or one study's trials."""
+    studies = sorted({r.study for r in summaries if r.study})
+    if not studies:
+        return summaries
+    labels = {ALL_RUNS: "All runs", NO_STUDY: "Runs outside studies"}
+    options = [ALL_RUNS, NO_STUDY, *studies]
+    if st.session_state.get(ui.TRAIN_RUNS_FILTER) not in options:
+        st.session_state[ui.TRAIN_RUNS_FILTER] = ALL_RUNS  # its study was deleted
+    pick = st.selectbox(
+        "Show",
+        options,
+        format_func=lambda v: labels.get(v, f"Study {v}: its trials"),
+        key=ui.TRAIN_RUNS_FILTER,
+        help="A tuning study's trials are ordinary runs; show one study's trials together.",
+    )
+    if pick == ALL_RUNS:
+        return summaries
+    if pick == NO_STUDY:
+        return [r for r in summaries if not r.study]
+    trials = [r for r in summaries if r.study == pick]
+    return sorted(trials, key=lambda r: int(r.trial.get("trial_number", 0) or 0))
+
+
 def _runs_table(summaries: list[RunView]) -> None:
+    summaries = _study_filter(summaries)
     rows = [
         {
             "run": r.run_id,

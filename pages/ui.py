@@ -71,6 +71,7 @@ TRAIN_ACTION_MSG = "train_action_message"  # (kind, text) of the last button's r
 TRAIN_FORM_DRAWN = "train_form_drawn"  # (draft id, revision) the Train form was drawn from
 TRAIN_CURVES_CHART = "train_curves_chart"  # live loss/accuracy chart
 TRAIN_LR_CHART = "train_lr_chart"  # learning-rate chart
+TRAIN_RUNS_FILTER = "train_runs_filter"  # selectbox: all runs, runs outside studies, one study
 TRAIN_LRF_START = "train_lr_finder_start"  # button: start a learning-rate sweep
 TRAIN_LRF_APPLY = "train_lr_finder_apply"  # button: put the suggested rate into the draft
 TRAIN_LRF_CHART = "train_lr_finder_chart"  # loss against learning rate

@@ -178,7 +178,21 @@ def test_the_runs_table_names_the_study_of_a_trial_run():
     runstore.atomic_write_json(
         trial / runstore.TRIAL_FILE, {"study": "sweep", "trial_number": 1, "pruned_epoch": 3}
     )
+    trial0 = runstore.create_run(RunConfig(name="sweep #0", data=DataConfig(source="digits")))
+    runstore.update_status(trial0, state="completed", started=time.time(), ended=time.time())
+    runstore.atomic_write_json(trial0 / runstore.TRIAL_FILE, {"study": "sweep", "trial_number": 0})
     at = open_train_page()
     table = at.dataframe[0].value
     by_name = dict(zip(table["name"], table["study"], strict=True))
-    assert by_name == {"by hand": "", "sweep #1": "sweep · trial 1 (pruned at epoch 3)"}
+    assert by_name == {
+        "by hand": "",
+        "sweep #1": "sweep · trial 1 (pruned at epoch 3)",
+        "sweep #0": "sweep · trial 0",
+    }
+    # The filter shows one study's trials together, in trial order, or the other runs.
+    show = at.selectbox(key=ui.TRAIN_RUNS_FILTER)
+    assert show.options == ["All runs", "Runs outside studies", "Study sweep: its trials"]
+    show.set_value("sweep").run()
+    assert at.dataframe[0].value["name"].tolist() == ["sweep #0", "sweep #1"]
+    at.selectbox(key=ui.TRAIN_RUNS_FILTER).set_value(" none").run()
+    assert at.dataframe[0].value["name"].tolist() == ["by hand"]
