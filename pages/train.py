@@ -29,7 +29,9 @@ from pages import forms, ui
 ACTIVE_REFRESH_S = 1.5  # live panel refresh while a run is queued or training
 IDLE_REFRESH_S = 5.0  # slower while nothing trains (still picks up CLI runs)
 MESSAGE_S = 12.0  # how long a button's outcome stays on screen
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "completed": "✅", "failed": "❌", "stopped": "⏹️"}
+# The runs table's state marks: text symbols any common font has (emoji showed as empty
+# boxes in a browser without an emoji font).
+STATE_ICONS = {"queued": "○", "running": "▶", "completed": "✓", "failed": "✗", "stopped": "■"}
 STATE_MATERIAL = {  # the same in markdown: Material icons render without an emoji font
     "queued": ":material/schedule:",
     "running": ":material/play_circle:",

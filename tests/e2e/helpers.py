@@ -259,14 +259,20 @@ def widget(page, testid: str, label: str):
 
 def select(page, label: str, option: str) -> None:
     """Pick ``option`` in the selectbox labelled ``label`` (a react-aria combobox)."""
-    page.get_by_role("combobox", name=label).first.click()
+    box = page.get_by_role("combobox", name=label).first
+    # Scrolled first: a box at the foot of a long page, clicked as the page scrolls
+    # to it, opened its list and closed it again.
+    box.scroll_into_view_if_needed()
+    box.click()
     exact = re.compile(rf"^\s*{re.escape(option)}\s*$", re.I)
     act(page, page.get_by_role("option").filter(has_text=exact).first.click)
 
 
 def options(page, label: str) -> list[str]:
     """The options the selectbox labelled ``label`` offers (opened, read, closed)."""
-    page.get_by_role("combobox", name=label).first.click()
+    box = page.get_by_role("combobox", name=label).first
+    box.scroll_into_view_if_needed()
+    box.click()
     found = page.get_by_role("option")
     found.first.wait_for()
     texts = [found.nth(i).inner_text() for i in range(found.count())]

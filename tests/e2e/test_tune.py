@@ -4,7 +4,8 @@ Digits (8×8) as the dataset, then the Tune page: switch "Learning rate" to a ra
 three one-epoch trials, start. The trial table fills while trials run (each is a
 real run in its own process); one running trial is stopped by hand and shows as
 pruned; when the study has finished, "Use best" puts the best trial's recipe into
-the draft, and the Train page's form shows its learning rate and epochs.
+the draft, and the Train page's form shows its learning rate and epochs. There, the
+runs list shows the study's three trials together when asked to.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ STUDY_TIMEOUT_S = 900  # three cold run processes one after another on 2 shared,
 TABLE = '[data-testid="stDataFrame"]'
 
 
-def table_rows(page) -> list[dict[str, str]]:
-    """The trial table's rows as the grid shows them (its accessible table), by column name."""
+def table_rows(page, key: str = "trial", last: bool = False) -> list[dict[str, str]]:
+    """A table's rows as the grid shows them (its accessible table), by column name.
+
+    The first table on the page (the last with ``last``); rows without column ``key`` are left out.
+    """
     return page.evaluate(
-        """sel => { const t = document.querySelector(sel + ' table');
+        """([sel, key, last]) => { const all = document.querySelectorAll(sel + ' table');
+                    const t = last ? all[all.length - 1] : all[0];
                     if (!t) return [];
                     const heads = {};
                     t.querySelectorAll('thead th').forEach(h => {
@@ -47,8 +52,8 @@ def table_rows(page) -> list[dict[str, str]]:
                         r.querySelectorAll('td').forEach(c => {
                             const name = heads[c.getAttribute('aria-colindex')];
                             if (name) row[name] = c.textContent.trim(); });
-                        return row; }).filter(row => 'trial' in row); }""",
-        TABLE,
+                        return row; }).filter(row => key in row); }""",
+        [TABLE, key, last],
     )
 
 
@@ -125,3 +130,12 @@ def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
     assert float(shown) == pytest.approx(best_lr, rel=0.05)  # the form shows %.1e
     assert page.get_by_role("spinbutton", name="Epochs").first.input_value() == "1"
     steps(page, "train-form-best")
+
+    # The runs list: the study's trials together, in trial order, each naming its trial.
+    select(page, "Show", "Study lr search: its trials")
+    runs = table_rows(page, key="run", last=True)
+    assert [r["name"] for r in runs] == [f"lr search #{n}" for n in range(TRIALS)], runs
+    assert [r["study"].split(" (")[0] for r in runs] == [
+        f"lr search · trial {n}" for n in range(TRIALS)
+    ], runs
+    steps(page, "train-runs-of-the-study")
