@@ -77,8 +77,24 @@ def check_tune(result: dict) -> None:
     assert result["finder_vs_grid"]["at_suggestion"]["learning_rate"] > 0
 
 
+def check_health(result: dict) -> None:
+    """Label figures are the medians of the seeds listed beside them, for both methods."""
+    check_numbers(result)
+    for method in ("kestrel", "baseline_two_conv_cnn_4fold_4epochs"):
+        entry = result["label_noise"][method]
+        assert [r["seed"] for r in entry["by_seed"]] == result["seeds"]
+        for key in ("recall_at_1_5n", "precision_at_n"):
+            values = sorted(r[key] for r in entry["by_seed"])
+            assert entry[key] == pytest.approx(values[len(values) // 2], abs=1e-4)
+    assert (
+        result["label_noise"]["precision_at_n"]
+        == result["label_noise"]["kestrel"]["precision_at_n"]
+    )
+
+
 CHECKS = {
     "time_to_accuracy": check_time_to_accuracy,
+    "health": check_health,
     "augment": check_augment,
     "app": check_app,
     "tune": check_tune,
