@@ -10,7 +10,8 @@ its spread, background work drained before each (bench.timing):
 
 - ``pipeline``: one pass of ``lib.data.make_pipeline`` over the training split
   (a fresh pipeline each time, so nothing comes from its in-memory cache): the
-  safe decoder, resize to the model's side, batching, as training reads it;
+  safe decoder (which has libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale when the
+  model's side allows), resize to the model's side, batching, as training reads it;
 - ``pillow_loop``: the plain loop most scripts write, one file after another:
   ``Image.open(path).convert("RGB").resize((side, side))`` into a NumPy array;
 - ``decode_limit``: the machine's JPEG decode limit, full-size decoding only

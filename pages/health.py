@@ -60,8 +60,7 @@ def _start(target: str) -> None:
     _say("success", f"Health check {check_id} started.")
 
 
-def _check_label(path) -> str:
-    status = health.check_status(path)
+def _check_label(path, status) -> str:
     try:
         request = health.read_request(path)
         what = ui.describe_data(request["data"])
@@ -167,12 +166,15 @@ if not checks:
 by_id = {p.name: p for p in checks}
 if st.session_state.get(ui.HEALTH_PICK) not in by_id:
     st.session_state[ui.HEALTH_PICK] = checks[0].name
-check_labels = {c: _check_label(p) for c, p in by_id.items()}
+# Each check's status is read once: the label and the page below agree on it (read twice,
+# a check finishing in between was labelled "running" above its finished report).
+statuses = {c: health.check_status(p) for c, p in by_id.items()}
+check_labels = {c: _check_label(p, statuses[c]) for c, p in by_id.items()}
 check_id = st.selectbox(
     "Health check", list(by_id), format_func=check_labels.get, key=ui.HEALTH_PICK
 )
 path = by_id[check_id]
-status = health.check_status(path)
+status = statuses[check_id]
 if status.state in ("queued", "running"):
     _watch(path)
     st.stop()

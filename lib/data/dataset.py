@@ -66,7 +66,8 @@ class Split:
         """Decode and resize one streamed file; ``(image, ok)``, a blank image if unreadable."""
         h, w, c = self.image_shape
         try:
-            img = load_image_file(ref, "grayscale" if c == 1 else "rgb")
+            # Decoded no larger than needed: a JPEG at 1/2, 1/4 or 1/8 scale by libjpeg.
+            img = load_image_file(ref, "grayscale" if c == 1 else "rgb", size=(h, w))
         except ImageDecodeError as exc:
             if self._on_skip is not None:
                 self._on_skip(ref, exc.reason)
