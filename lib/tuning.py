@@ -550,7 +550,7 @@ def _wait_for_run(trial: Any, path: Path, folder: Path) -> float:
             jobs.poll()  # reap a dead run, start queued ones
             last_poll = time.monotonic()
         time.sleep(POLL_S)
-    info = read_trial_info(path)
+    info = runstore.read_trial(path)
     if info.get("pruned_epoch"):
         trial.set_user_attr("pruned_epoch", info["pruned_epoch"])
     if status.state == "completed":
@@ -598,11 +598,6 @@ def run_worker(folder: Path) -> int:
 
 # ---------------------------------------------------------------------------
 # The trial's run process: report each epoch, stop when pruned
-
-
-def read_trial_info(run_dir: Path) -> dict[str, Any]:
-    """The run's trial.json ({} for a run that is no trial)."""
-    return runstore.read_trial(run_dir)
 
 
 def _trial_callback_class():
@@ -665,7 +660,7 @@ def run_callbacks(run_dir: Path) -> list[Any]:
     import optuna
 
     run_dir = Path(run_dir)
-    info = read_trial_info(run_dir)
+    info = runstore.read_trial(run_dir)
     if not info:
         return []
     try:

@@ -155,7 +155,7 @@ def check_study(spec: tuning.StudySpec, folder: Path) -> None:
     views = {v.run_id: v for v in runs.list_views()}
     for t in trials:
         path = runstore.run_dir(t.user_attrs["run_id"])
-        info = tuning.read_trial_info(path)
+        info = runstore.read_trial(path)
         assert (info["study"], info["trial_number"]) == (spec.name, t.number)
         assert runstore.read_status(path).state == "completed"
         assert t.user_attrs["run_id"] in views  # an ordinary run in the runs list
