@@ -218,9 +218,9 @@ def two_workers(size: str) -> dict[str, Any]:
     study = tuning.load_study(spec, folder)
     trials = study.get_trials(deepcopy=False)
     runs = [t.user_attrs.get("run_id") for t in trials]
-    infos = [tuning.read_trial_info(runstore.run_dir(r)) if r else {} for r in runs]
+    infos = [runstore.read_trial(runstore.run_dir(r)) if r else {} for r in runs]
     trial_runs = [
-        p for p in runstore.list_run_dirs() if tuning.read_trial_info(p).get("study") == spec.name
+        p for p in runstore.list_run_dirs() if runstore.read_trial(p).get("study") == spec.name
     ]
     return {
         "workers": 2,
