@@ -15,8 +15,8 @@ images and labels as the check.
 
 Leakage: 60 Fashion-MNIST test images are copied into the train split (20 exact,
 20 resized down and back up, 20 re-encoded as JPEG at quality 75), each on top of
-a random unflipped train image and with its own label; the share the check reports as leakage is ``recall``
-(target ≥ 0.95). ``seconds`` is the whole check on the 10,000 images (target
+a random unflipped train image and with its own label; the share the check reports
+as leakage is ``recall`` (target ≥ 0.95). ``seconds`` is the whole check on the 10,000 images (target
 ≤ 60 s). The machine's load average is recorded beside every time.
 """
 
@@ -287,7 +287,7 @@ def markdown(result: dict) -> str:
         f"{verdict(result['seconds'], targets['seconds'], higher=False)} |",
     ]
     phases = ", ".join(f"{k} {v} s" for k, v in result["seconds_by_phase"].items())
-    seeds = result.get("seeds", [0])
+    seeds = ", ".join(str(s) for s in result.get("seeds", [0]))
     return (
         f"{result['images']:,} Fashion-MNIST train images, {result['flipped']} labels flipped "
         f"at random. Label figures: the median over training seeds {seeds} (each seed's in "
