@@ -356,6 +356,19 @@ def wait_for_text(page, pattern, timeout_s: float = 60.0, where: str = '[data-te
     raise AssertionError(f"{rx.pattern!r} did not appear on {page.url} in {timeout_s}s:\n{text}")
 
 
+def wait_without_text(page, text: str, timeout_s: float = 60.0) -> None:
+    """Wait until the main area no longer shows ``text``."""
+    deadline = time.monotonic() + timeout_s
+    shown = ""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            shown = page.inner_text('[data-testid="stMain"]', timeout=5_000)
+            if text not in shown:
+                return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{text!r} was still on {page.url} after {timeout_s}s:\n{shown}")
+
+
 class Steps:
     """Screenshots of a scenario's steps, kept in memory and written only on failure."""
 

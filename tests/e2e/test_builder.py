@@ -8,6 +8,7 @@ grants it without asking (``--use-fake-ui-for-media-stream``), so
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -134,6 +135,11 @@ def test_build_train_and_predict(streamlit_server, camera_page, steps, workspace
     set_number(page, "Epochs", 2)
     set_number(page, "Batch size", 4)
     click(page, "Start training")
+    deadline = time.monotonic() + 60  # the live panel's timer rerun may come before the click's
+    while not jobs.list_runs():
+        assert "Not started" not in main_text(page), main_text(page)
+        assert time.monotonic() < deadline, main_text(page)
+        page.wait_for_timeout(250)
     assert "Not started" not in main_text(page), main_text(page)
     run_id = jobs.list_runs()[0].run_id
     state = None

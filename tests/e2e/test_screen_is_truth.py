@@ -27,6 +27,7 @@ from helpers import (
     select,
     wait_for_text,
     wait_idle,
+    wait_without_text,
 )
 
 from lib import jobs, runstore
@@ -221,19 +222,24 @@ def test_the_watched_run_stays_when_it_completes_and_delete_asks_first(
         assert _combo(page, "Watching run").startswith("short one"), _combo(page, "Watching run")
         assert "Completed · test accuracy" in main_text(page)
 
+        # The live panel reruns on its own every second, so the rerun act() waits for
+        # may be the timer's: each step waits for what the click shows.
         click(page, "Delete")
+        wait_for_text(page, r"Delete run short one\?")
         steps(page, "delete-asked")
         text = main_text(page)
         assert "Delete run short one?" in text and "trained model" in text, text
         assert runstore.run_dir(short).exists()
         click(page, "Keep it")
+        wait_without_text(page, "Delete run short one?")
         assert runstore.run_dir(short).exists()
-        assert "Delete run short one?" not in main_text(page)
         click(page, "Delete")
+        wait_for_text(page, r"Delete run short one\?")
         click(page, "Delete for good")
+        wait_for_text(page, rf"Deleted run {short}")
         steps(page, "deleted")
         assert not runstore.run_dir(short).exists()
-        wait_for_text(page, rf"Deleted run {short}")
+        assert "Delete run short one?" not in main_text(page)
         assert_healthy(page)
     finally:
         jobs.request_stop(long)
