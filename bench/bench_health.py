@@ -5,7 +5,8 @@
 
 10,000 Fashion-MNIST training images (1,000 per class); 5 % of their labels are
 flipped at random to another class (N flipped). Kestrel's check
-(``lib.health.check_arrays``: a 3-fold cross-validated small CNN, cleanlab's
+(``lib.health.check_arrays``: a 3-fold cross-validated small CNN whose
+probabilities are blended with each image's nearest neighbours' labels, cleanlab's
 label quality ranking) is scored by the share of the flipped images among its
 top 1.5×N (``recall_at_1_5n``, target ≥ 0.92) and the share of its top N that
 were truly flipped (``precision_at_n``, target ≥ 0.85). The baseline, measured in

@@ -5,7 +5,9 @@ DataConfig), and answers:
 
 - **label issues**: images whose given label the data itself contradicts. Each
   train image gets out-of-sample predicted probabilities (3-fold cross-validation
-  of a small one-conv CNN; each prediction averages the last two epochs' models);
+  of a small one-conv CNN; each prediction averages the last two epochs' models,
+  blended with the given labels of the image's nearest neighbours in that model's
+  embedding space);
   cleanlab's ``find_label_issues`` flags the issues and
   ``get_label_quality_scores`` ranks every image (lowest score first).
 - **outliers** inside the train split: cleanlab's k-nearest-neighbour outlier
@@ -78,6 +80,12 @@ LEARNING_RATE = 3e-3  # cosine-decayed to 0 over the fold's epochs
 EMBEDDING_SIZE = 256
 CONV_FILTERS = 16
 DROPOUT = 0.5
+# Each image's probabilities are blended with the labels of its nearest neighbours in
+# the embedding space of the model that predicted it (the same held-out fold): on the
+# planted-noise bench this raised precision at N by 0.4-1.8 points on each of 6
+# plantings and seeds, and kept recall (bench_health).
+NEIGHBOURS = 40
+NEIGHBOUR_WEIGHT = 0.3
 # Copies across splits: candidates are pairs whose perceptual hashes (64 bits) and grey
 # thumbnails are both close; a candidate is a copy when the two images, blurred, differ
 # by at most COPY_MAX_MAE grey levels on average. Measured on Fashion-MNIST: resized
@@ -265,6 +273,9 @@ def out_of_fold(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-sample probabilities and embeddings of every image by K-fold CV.
 
+    Each held-out image's probabilities are the fold model's, blended
+    (``NEIGHBOUR_WEIGHT``) with :func:`neighbour_labels` among the same held-out fold.
+
     Args:
         x: uint8 (N, H, W, C) images; y: int labels (N,).
         folds: K; each image is predicted by the model that did not train on it.
@@ -296,9 +307,37 @@ def out_of_fold(
         if on_fold is not None:
             on_fold(k + 1, folds)
         ((p, e),) = _fit_predict(x[tr], y[tr], [x[te]], num_classes, epochs, seed + k, flip)
-        probs[te] = p
+        vote = neighbour_labels(e, y[te], num_classes)
+        probs[te] = (1 - NEIGHBOUR_WEIGHT) * p + NEIGHBOUR_WEIGHT * vote
         emb[te] = e
     return probs, emb
+
+
+def neighbour_labels(emb: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Each image's share of each class among its nearest neighbours' given labels.
+
+    Neighbours are by cosine distance of ``emb`` (one model's embeddings), the image
+    itself left out; there are ``NEIGHBOURS`` of them, fewer where a class holds under
+    twice that many images (a small set must not vote with other classes' images).
+
+    Returns:
+        ``(N, num_classes)`` rows summing to 1.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels, np.int64)
+    n = len(labels)
+    counts = np.bincount(labels, minlength=num_classes)
+    k = int(min(NEIGHBOURS, n - 1, max(1, counts[counts > 0].min() // 2)))
+    if k < 1:
+        return np.eye(num_classes)[labels]
+    _, idx = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(emb).kneighbors(emb)
+    own = idx == np.arange(n)[:, None]
+    own[~own.any(axis=1), -1] = True  # a tie put the image itself past k: drop the last
+    others = idx[~own].reshape(n, k)
+    vote = np.zeros((n, num_classes))
+    np.add.at(vote, (np.repeat(np.arange(n), k), labels[others].ravel()), 1.0 / k)
+    return vote
 
 
 # --------------------------------------------------------------------------- issues

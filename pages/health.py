@@ -143,8 +143,8 @@ def _retrain(path, request: dict, cleaned: DataConfig) -> None:
 ui.ensure_router()
 st.title("Data health")
 st.caption(
-    "Finds images whose label the data contradicts (cross-validated predictions scored by "
-    "cleanlab), near-duplicates, outliers, and test images copied into training."
+    "Finds images whose label the data contradicts (cross-validated predictions and the labels "
+    "of similar images, scored by cleanlab), near-duplicates, outliers, and test images copied into training."
 )
 
 targets = [DRAFT_TARGET] + [v.run_id for v in runs_lib.completed_views()]

@@ -64,6 +64,24 @@ def _jpeg(img: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
+def test_neighbours_vote_with_their_labels_not_their_own():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8) * 10
+    labels = np.repeat([0, 1, 2], 30)
+    emb = centres[labels] + rng.normal(0, 0.5, (90, 8))
+    labels[5] = 2  # a wrong label inside the cluster of class 0, right next to image 6
+    emb[5] = emb[6] + 0.01
+    vote = health.neighbour_labels(emb, labels, 3)
+    assert vote.shape == (90, 3) and np.allclose(vote.sum(axis=1), 1)
+    assert vote[5].argmax() == 0 and vote[5, 2] == 0  # its own label does not vote
+    assert vote[6].argmax() == 0 and vote[6, 0] < 1  # its neighbour, the wrong label, votes
+    # A class of 4 images: 2 neighbours each, so class 0 is not outvoted by class 1.
+    few = np.array([0] * 4 + [1] * 40)
+    emb = np.vstack([np.ones((4, 2)) + rng.normal(0, 0.01, (4, 2)), rng.normal(0, 1, (40, 2))])
+    emb[4:, 0] -= 5
+    assert (health.neighbour_labels(emb, few, 2)[:4, 0] == 1).all()
+
+
 def test_copies_across_splits_are_leakage():
     x, _ = generate_shapes(360, 48, seed=11)
     train, test = x[:300].copy(), x[300:]
