@@ -61,13 +61,19 @@ def _start(target: str) -> None:
 
 
 def _check_label(path, status) -> str:
+    """dataset · date: a label that stays the same while the check runs.
+
+    In Streamlit 1.67 the browser keeps a selectbox's value as its label text, so a
+    label holding the state still said "running" above the finished report; the page
+    below the picker says how the check stands.
+    """
     try:
         request = health.read_request(path)
         what = ui.describe_data(request["data"])
     except (OSError, ValueError, KestrelError):
         what = "?"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.created or 0))
-    return f"{what} · {status.state} · {when}"
+    return f"{what} · {when}"
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -166,8 +172,7 @@ if not checks:
 by_id = {p.name: p for p in checks}
 if st.session_state.get(ui.HEALTH_PICK) not in by_id:
     st.session_state[ui.HEALTH_PICK] = checks[0].name
-# Each check's status is read once: the label and the page below agree on it (read twice,
-# a check finishing in between was labelled "running" above its finished report).
+# Each check's status is read once per run of the page.
 statuses = {c: health.check_status(p) for c, p in by_id.items()}
 check_labels = {c: _check_label(p, statuses[c]) for c, p in by_id.items()}
 check_id = st.selectbox(

@@ -312,7 +312,9 @@ def study_panel() -> None:
             "Running trial",
             list(active),
             key=ui.TUNE_TRIAL_PICK,
-            format_func=lambda n: f"trial {n} ({active[n].state}, run {active[n].run_id})",
+            # No state in the label: it would stay "queued" in the box once the trial runs
+            # (Streamlit 1.67 keeps a selectbox's value as its label text); the table has it.
+            format_func=lambda n: f"trial {n} · run {active[n].run_id}",
         )
         c2.button("Stop trial", key=ui.TUNE_TRIAL_STOP, on_click=_stop_trial, args=(active,))
     if best is not None and best.user_attrs.get("run_id"):

@@ -57,6 +57,8 @@ def test_review_relabel_exclude_retrain_and_diff(original, streamlit_server, pag
     click(page, "Start check")
     wait_for_text(page, r"Review queue", timeout_s=420)
     assert_healthy(page)
+    picked = page.get_by_role("combobox", name="Health check").first.input_value()
+    assert picked.startswith("digits") and "running" not in picked, picked
     assert not errors(page), errors(page)
     check = health.list_checks()[0]
     queue = health.read_queue(check)

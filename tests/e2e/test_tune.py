@@ -95,7 +95,7 @@ def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
     # Stop the first trial by hand once its run trains.
     rows = wait_rows(page, lambda r: r and r[0]["state"] == "running", 400, "trial 0 never ran")
     steps(page, "trial-running")
-    select(page, "Running trial", f"trial 0 (running, run {rows[0]['run']})")
+    select(page, "Running trial", f"trial 0 · run {rows[0]['run']}")
     click(page, "Stop trial")
     wait_for_text(page, r"Trial 0 stops after its current batch")
     rows = wait_rows(
