@@ -96,10 +96,9 @@ PRESET_INFO: dict[str, PresetInfo] = {
     "accurate_cnn": PresetInfo(
         "Accurate CNN",
         "Two conv + BatchNorm + max-pool stages (32, 64) and a dropout dense(256) head: "
-        "several times the cost of the fast CNN per image, higher final accuracy "
-        "(with the accurate recipe).",
+        "several times the cost of the fast CNN per image (the ablation benchmark in "
+        "bench/results/ gives the cost of its parts).",
         "cnn",
-        measured_by="accurate",
     ),
     "vgg_small": PresetInfo(
         "Small VGG",
@@ -431,7 +430,7 @@ def _accurate_cnn(cfg, x):
 
     # The zalando Fashion-MNIST benchmark table's "2 conv + pooling + BatchNorm"
     # net, with a dropout-regularised dense head; several times fast_cnn's cost
-    # per image (the "accurate" recipe's figures are in bench/results/).
+    # per image.
     for i, filters in enumerate((32, 64), 1):
         x = _conv_bn_act(x, _width(cfg, filters), 3, name=f"block{i}")
         x = _pool_if_room(x, f"block{i}_pool")

@@ -103,14 +103,14 @@ def test_picking_the_accurate_recipe_sets_model_augmentation_and_training():
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     draft = draft_of(at)
-    assert draft.model.preset == "accurate_cnn"
+    assert draft.model == RECIPES["accurate"].model
     assert draft.augment.horizontal_flip
     assert draft.train == RECIPES["accurate"].train
     assert draft.data == data_before
     # the form shows the recipe, every field of it
     for name, value in RECIPES["accurate"].train.to_dict().items():
         assert widget_value(at, name) == value, name
-    assert "accurate_cnn" in " ".join(md.value for md in at.markdown)
+    assert RECIPES["accurate"].model.preset in " ".join(md.value for md in at.markdown)
 
 
 def test_editing_a_field_starts_nothing_and_is_saved_at_once():

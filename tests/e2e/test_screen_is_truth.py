@@ -145,7 +145,8 @@ def test_use_recipe_then_double_click_start_trains_exactly_what_the_form_shows(
     _open_more_options(page)
     tta = page.get_by_role("checkbox", name="Flip test-time augmentation").first
     assert tta.is_checked() == recipe.train.tta_flip
-    assert "accurate_cnn" in _sidebar(page)
+    assert recipe.model.preset in _sidebar(page)
+    assert f"Augmentation · {recipe.augment.preset}" in _sidebar(page), _sidebar(page)
 
     _type_enter(page, "spinbutton", "Epochs", 2)
     _type_enter(page, "spinbutton", "Batch size", 64)
