@@ -17,8 +17,9 @@ images and labels as the check.
 Leakage: 60 Fashion-MNIST test images are copied into the train split (20 exact,
 20 resized down and back up, 20 re-encoded as JPEG at quality 75), each on top of
 a random unflipped train image and with its own label; the share the check reports
-as leakage is ``recall`` (target ≥ 0.95). ``seconds`` is the whole check on the 10,000 images (target
-≤ 60 s). The machine's load average is recorded beside every time.
+as leakage is ``recall`` (target ≥ 0.95). ``seconds`` is the whole check on the
+10,000 images (target ≤ 60 s). The machine's load average is recorded beside every
+time.
 """
 
 from __future__ import annotations
