@@ -13,6 +13,12 @@ Results of a day on one machine are merged into one file, so ``--only`` re-runs
 one benchmark without losing the rest (and a module with ``merge(old, new)``,
 such as time_to_accuracy, combines the two: ``--recipes accurate`` adds a row);
 tiny runs go to ``...-tiny.json``.
+
+Before each full-size benchmark the machine is given up to ``--quiet-wait`` seconds
+(600) for its 1-minute load average to fall to the number of cores, so one
+benchmark's leftover load, or other work on the machine, does not slow the next.
+The load it started under is kept with its result, and a benchmark that started on a
+busy machine anyway says so at the top of its section (and in README.md).
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import machine
+from bench import machine, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
+QUIET_WAIT_S = 600.0  # the longest a full-size benchmark waits for a quiet machine
 
 # name -> (module, what it measures); the order is the order of the report.
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -175,6 +182,7 @@ def section_markdown(name: str, entry: dict) -> str:
     if "skipped" in entry:
         return head + f"skipped: {entry['skipped']}\n"
     result = entry["result"]
+    head += busy_note(name, entry.get("load_before"))
     try:
         mod = importlib.import_module(module)
         render = getattr(mod, "markdown", None)
@@ -186,9 +194,39 @@ def section_markdown(name: str, entry: dict) -> str:
         rows = generic_markdown(result)
         body = "| figure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
     load = "/".join(str(v) for v in entry.get("load_average_after", [])) or "?"
+    before = entry.get("load_before") or {}
+    started = "/".join(str(v) for v in before.get("load_average", []))
+    started = f"load average before: {started}; " if started else ""
     return (
-        head + body + f"\n_{entry.get('seconds', '?')} s wall time; load average after: {load}._\n"
+        head + body + f"\n_{entry.get('seconds', '?')} s wall time; {started}"
+        f"load average after: {load}._\n"
     )
+
+
+def busy_note(name: str, load_before: dict | None) -> str:
+    """The warning a section opens with when its benchmark started on a busy machine."""
+    if not load_before or load_before.get("quiet", True):
+        return ""
+    one_minute = (load_before.get("load_average") or ["?"])[0]
+    return (
+        f"**Measured on a busy machine:** the 1-minute load average was {one_minute} on "
+        f"{load_before.get('cores', '?')} cores when it started (after waiting "
+        f"{load_before.get('waited_s', 0):g} s for it to fall), so its timings are slower "
+        "and more spread than on a quiet machine. Re-run it alone: "
+        f"`python -m bench --only {name}`.\n\n"
+    )
+
+
+def quiet_start(size: str, wait_s: float) -> dict:
+    """Wait (full size only) for the machine's load to fall to its cores; say how it was."""
+    load = timing.load_average()
+    if size == "full" and wait_s > 0 and load and load[0] > timing.cores():
+        print(
+            f"  waiting up to {wait_s:g} s for the 1-minute load ({load[0]}) to fall to "
+            f"{timing.cores()}...",
+            flush=True,
+        )
+    return timing.load_check(wait_s=wait_s if size == "full" else 0.0)
 
 
 def report_markdown(report: dict) -> str:
@@ -292,6 +330,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_S,
+        metavar="SECONDS",
+        help="longest wait, before each full-size benchmark, for the load to fall to the "
+        f"number of cores (default {QUIET_WAIT_S:g}; 0: do not wait)",
+    )
+    p.add_argument(
         "--in-process",
         action="store_true",
         help="run the benchmarks in this process (for debugging)",
@@ -352,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"skipped": f"{BENCHMARKS[name][0]} is not in this checkout"}
             print(f"[{name}] skipped: not present", flush=True)
             continue
+        load_before = quiet_start(args.size, args.quiet_wait)
         print(f"[{name}] running ({args.size})...", flush=True)
         if args.in_process:
             start = time.perf_counter()
@@ -363,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["seconds"] = round(time.perf_counter() - start, 1)
         else:
             entry = run_child(name, args.size, options)
+        entry["load_before"] = load_before
         entry["load_average_after"] = machine.load_average()
         results[name] = entry
         print(

@@ -226,3 +226,51 @@ def test_time_to_accuracy_results_are_never_mixed_across_invocations():
 
     old, new = result({"fast": 20.0, "tutorial": 80.0}), result({"accurate": None})
     assert bench_time_to_accuracy.merge(old, new) == new
+
+
+def test_a_benchmark_started_on_a_busy_machine_says_so_at_the_top(monkeypatch):
+    monkeypatch.setattr(bench_main.timing, "load_average", lambda: [7.5, 6.0, 4.0])
+    monkeypatch.setattr(bench_main.timing, "cores", lambda: 2)
+    monkeypatch.setattr(bench_main.timing.time, "sleep", lambda s: None)
+    busy = bench_main.quiet_start("full", wait_s=0.0)
+    assert busy["quiet"] is False and busy["load_average"] == [7.5, 6.0, 4.0]
+    entry = {"result": {"x": 1.5}, "seconds": 3.0, "load_before": busy}
+    text = bench_main.section_markdown("example", entry)  # no module: the generic table
+    first_lines = text.split("\n\n")[1]
+    assert first_lines.startswith("**Measured on a busy machine:** the 1-minute load average")
+    assert "7.5 on 2 cores" in first_lines and "`python -m bench --only example`" in first_lines
+    assert "load average before: 7.5/6.0/4.0; load average after" in text
+    quiet = {**busy, "quiet": True, "load_average": [0.5, 0.5, 0.5]}
+    text = bench_main.section_markdown("example", {**entry, "load_before": quiet})
+    assert "busy machine" not in text
+
+
+def test_tiny_runs_never_wait_for_a_quiet_machine(monkeypatch):
+    monkeypatch.setattr(bench_main.timing, "load_average", lambda: [9.0, 9.0, 9.0])
+    monkeypatch.setattr(bench_main.timing.time, "sleep", lambda s: pytest.fail("a tiny run waited"))
+    out = bench_main.quiet_start("tiny", wait_s=600.0)
+    assert out["waited_s"] == 0.0 and out["quiet"] is False
+
+
+def test_full_runs_wait_until_the_load_falls(monkeypatch):
+    loads = iter([[5.0, 4, 3], [5.0, 4, 3], [3.0, 4, 3], [1.2, 4, 3]])
+    monkeypatch.setattr(bench_main.timing, "load_average", lambda: next(loads))
+    monkeypatch.setattr(bench_main.timing, "cores", lambda: 2)
+    slept = []
+    monkeypatch.setattr(bench_main.timing.time, "sleep", slept.append)
+    out = bench_main.quiet_start("full", wait_s=600.0)
+    assert out["quiet"] is True and out["load_average"] == [1.2, 4, 3]
+    assert len(slept) == 2  # polled until the load fell to the cores, no longer
+
+
+def test_the_results_keep_the_load_each_benchmark_started_under(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        bench_main, "run_child", lambda name, size, options: {"result": {"x": 1.0}, "seconds": 0.1}
+    )
+    monkeypatch.setattr(bench_main.timing, "load_average", lambda: [0.4, 0.3, 0.2])
+    # tune has no markdown of its own, so the made-up result renders as a generic table.
+    assert bench_main.main(["--only", "tune", "--out", str(tmp_path), "--quiet-wait", "0"]) == 0
+    (path,) = tmp_path.glob("*.json")
+    entry = json.loads(path.read_text())["benchmarks"]["tune"]
+    assert entry["load_before"]["load_average"] == [0.4, 0.3, 0.2]
+    assert entry["load_before"]["quiet"] is True
