@@ -14,6 +14,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import bench_time_to_accuracy, machine
+from bench.__main__ import ROOT
 from bench.bench_time_to_accuracy import THRESHOLDS, reached
 
 
@@ -99,12 +100,23 @@ CHECKS = {
     "app": check_app,
     "tune": check_tune,
 }
-# Every registered benchmark runs tiny; those without their own check get check_numbers.
-CASES = [(name, CHECKS.get(name, check_numbers)) for name in bench_main.BENCHMARKS]
+# Benchmarks whose tiny run a test of their own already makes, with stronger checks
+# (and the same JSON and report checks as here): run once per suite, not twice.
+TINY_RUN_ELSEWHERE = {"load": ROOT / "tests" / "e2e" / "test_load.py"}
+# Every other registered benchmark runs tiny here; those without a check get check_numbers.
+CASES = [
+    (name, CHECKS.get(name, check_numbers))
+    for name in bench_main.BENCHMARKS
+    if name not in TINY_RUN_ELSEWHERE
+]
 
 
 def test_every_benchmark_is_covered_and_present():
-    assert {name for name, _ in CASES} == set(bench_main.BENCHMARKS)
+    assert {name for name, _ in CASES} | set(TINY_RUN_ELSEWHERE) == set(bench_main.BENCHMARKS)
+    for name, test_file in TINY_RUN_ELSEWHERE.items():
+        text = test_file.read_text(encoding="utf-8")
+        assert f'bench_{name}.run("tiny"' in text, f"{test_file} no longer runs {name} tiny"
+        assert f'section_markdown("{name}"' in text, f"{test_file} no longer renders {name}"
     missing = [name for name in bench_main.BENCHMARKS if not bench_main.available(name)]
     assert not missing, f"benchmark modules missing: {missing}"
 
