@@ -375,3 +375,46 @@ def test_one_classifier_turns_failures_a_user_can_fix_into_messages(workspace):
     assert "learning rate" in nan and "no checkpoint yet" in nan
     oom = failure_message(MemoryError(), run_dir, cfg)
     assert "batch_size (now 64)" in oom
+
+
+def _tensorboard_scalars(log_dir) -> dict:
+    """{(subfolder, tag, step): value} of every scalar in a TensorBoard log folder."""
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(Path(log_dir).rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                number = (
+                    float(tf.make_ndarray(value.tensor))
+                    if value.HasField("tensor")
+                    else value.simple_value
+                )
+                found[(path.parent.name, value.tag, event.step)] = round(number, 6)
+    return found
+
+
+def test_epoch_tensorboard_writes_what_keras_tensorboard_writes_without_the_batch_hook(tmp_path):
+    import keras
+
+    from lib.training.callbacks import EpochTensorBoard
+
+    def fit(callback):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+        x = np.arange(64 * 4, dtype="float32").reshape(64, 4) / 256
+        model.fit(x, x[:, :3], validation_split=0.25, epochs=3, batch_size=8, verbose=0,
+                  callbacks=[callback])  # fmt: skip
+
+    stock = keras.callbacks.TensorBoard(
+        str(tmp_path / "stock"), update_freq="epoch", profile_batch=0, write_graph=False
+    )
+    fit(stock)
+    fit(EpochTensorBoard(str(tmp_path / "ours")))
+    expected = _tensorboard_scalars(tmp_path / "stock")
+    assert {tag for _, tag, _ in expected} >= {"epoch_loss", "epoch_mae", "epoch_learning_rate"}
+    assert not [key for key in expected if key[1].startswith("batch_")]
+    assert _tensorboard_scalars(tmp_path / "ours") == expected
