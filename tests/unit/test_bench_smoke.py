@@ -286,3 +286,25 @@ def test_the_results_keep_the_load_each_benchmark_started_under(monkeypatch, tmp
     entry = json.loads(path.read_text())["benchmarks"]["tune"]
     assert entry["load_before"]["load_average"] == [0.4, 0.3, 0.2]
     assert entry["load_before"]["quiet"] is True
+
+
+def test_once_a_wait_runs_out_the_rest_of_the_invocation_does_not_wait(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        bench_main, "run_child", lambda name, size, options: {"result": {"x": 1.0}, "seconds": 0.1}
+    )
+    monkeypatch.setattr(bench_main.timing, "load_average", lambda: [9.0, 9.0, 9.0])
+    monkeypatch.setattr(bench_main.timing, "cores", lambda: 2)
+    waits = []
+    real_check = bench_main.timing.load_check
+
+    def load_check(max_load=None, wait_s=0.0, poll_s=5.0):
+        waits.append(wait_s)
+        return real_check(max_load, 0.0, poll_s)  # as if the wait had run out
+
+    monkeypatch.setattr(bench_main.timing, "load_check", load_check)
+    argv = ["--only", "tune,tune", "--out", str(tmp_path), "--quiet-wait", "300"]
+    assert bench_main.main(argv) == 0
+    assert waits == [300.0, 0.0]
+    entry = json.loads(next(tmp_path.glob("*.json")).read_text())["benchmarks"]["tune"]
+    assert entry["load_before"]["quiet"] is False
+    assert "**Measured on a busy machine:**" in next(tmp_path.glob("*.md")).read_text()
