@@ -245,7 +245,8 @@ def run(size: str = "full") -> dict[str, Any]:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     result: dict[str, Any] = {
         "size": size,
-        "note": "single runs, fixed seeds; the machine was shared",
+        # The load it ran under is recorded by python -m bench beside the result.
+        "note": "single runs, fixed seeds",
     }
     result["two_workers"] = two_workers(size)
     result["finder_vs_grid"] = finder_vs_grid(size)
