@@ -31,6 +31,7 @@ pages = {
 }
 
 navigation = st.navigation(pages)
+ui.keep_keras_state()
 ui.init_state()
 ui.sidebar()
 navigation.run()

@@ -9,7 +9,9 @@ that opened the app separately keep their own. Session state only caches it.
 
 from __future__ import annotations
 
+import contextlib
 import runpy
+import sys
 from pathlib import Path
 
 import streamlit as st
@@ -231,6 +233,34 @@ def ensure_router() -> None:
         PagesManager.uses_pages_directory = False
         runpy.run_path(str(APP_SCRIPT), run_name="__main__")
         st.stop()
+
+
+def keep_keras_state() -> None:
+    """Stop Streamlit from resetting Keras after every script run (idempotent).
+
+    Streamlit 1.67 calls ``keras.backend.clear_session()`` at the end of each run of
+    any page once keras is imported (``script_runner._clean_problem_modules``), and
+    clear_session ends in a full ``gc.collect()``: about 0.2 s on this process, which
+    holds TensorFlow, after every click, before the session can start its next run.
+    Kestrel needs no such reset: models are built in cached functions, Keras' name
+    counters are per thread, and each run has its own script thread. Streamlit's other
+    clean-up there, closing matplotlib's figures, is kept.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    current = getattr(script_runner, "_clean_problem_modules", None)
+    if current is None or getattr(current, "keeps_keras_state", False):
+        return
+
+    def clean_problem_modules_but_keras() -> None:
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            with contextlib.suppress(Exception):
+                plt.close("all")
+
+    clean_problem_modules_but_keras.keeps_keras_state = True
+    clean_problem_modules_but_keras.streamlit_original = current
+    script_runner._clean_problem_modules = clean_problem_modules_but_keras
 
 
 def init_state() -> None:
