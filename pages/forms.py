@@ -22,6 +22,7 @@ field only commits that field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from collections.abc import Callable, Sequence
@@ -65,7 +66,14 @@ def meta(cls: type, name: str) -> dict[str, Any]:
 
 
 def _hint(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
+    return _type_hints(cls)[name]
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    # get_type_hints evaluates every (string) annotation of the class each call, and the
+    # forms ask for each field's on every rerun; the config classes never change.
+    return typing.get_type_hints(cls)
 
 
 def label(cls: type, name: str) -> str:

@@ -29,6 +29,13 @@ def _summary(cfg_json: str, input_shape: tuple, num_classes: int):
     return summarize_config(ModelConfig.from_json(cfg_json), input_shape, num_classes)
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _diagram(cfg_json: str, input_shape: tuple, num_classes: int):
+    # Shared, never changed: st.plotly_chart only reads a figure (to_dict, then JSON), and
+    # building one validates every box and label (most of a warm rerun of this page).
+    return model_diagram_figure(_summary(cfg_json, input_shape, num_classes).stages)
+
+
 @st.cache_data(max_entries=8, show_spinner="Loading the dataset…")
 def _dataset_shape(data_json: str) -> tuple[tuple[int, int, int], int]:
     from lib.config import DataConfig
@@ -216,7 +223,8 @@ def _custom_section() -> None:
 def _summary_section(cfg, input_shape, num_classes: int) -> None:
     try:
         check_model_config(cfg, input_shape, num_classes)
-        summary = _summary(cfg.to_json(indent=None), tuple(input_shape), num_classes)
+        key = (cfg.to_json(indent=None), tuple(input_shape), num_classes)
+        summary = _summary(*key)
     except ModelConfigError as exc:
         ui.show_error(exc, "This model cannot be built")
         return
@@ -242,9 +250,7 @@ def _summary_section(cfg, input_shape, num_classes: int) -> None:
         help="Estimate: every layer's float32 output for one training batch, "
         "roughly what the backward pass keeps in memory.",
     )
-    st.plotly_chart(
-        model_diagram_figure(summary.stages), key="model_diagram", config={"displayModeBar": False}
-    )
+    st.plotly_chart(_diagram(*key), key="model_diagram", config={"displayModeBar": False})
     nested = any(r.depth for r in summary.rows)
     show_all = nested and st.toggle("Show the backbone's own layers", key=ui.MODEL_SHOW_BACKBONE)
     table = [

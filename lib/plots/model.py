@@ -42,58 +42,68 @@ def model_diagram_figure(stages: list[Stage] | tuple[Stage, ...], title: str = "
     Returns:
         a plotly Figure; hovering a box adds the stage's FLOPs.
     """
-    fig = go.Figure()
+    # Shapes and annotations go in as lists in one layout: add_shape/add_annotation
+    # validate and copy the whole list on every call (most of the Model page's rerun).
     n = len(stages)
     box_h, gap = 1.0, 0.45
-    centres = []
+    centres, shapes, annotations = [], [], []
     for i, stage in enumerate(stages):
         top = -i * (box_h + gap)
         centres.append(top - box_h / 2)
         colour = _COLOURS[_family(stage)]
-        fig.add_shape(
-            type="rect",
-            x0=0,
-            x1=1,
-            y0=top - box_h,
-            y1=top,
-            line={"color": colour, "width": 1},
-            fillcolor=colour,
-            opacity=0.9,
-            layer="below",
+        shapes.append(
+            {
+                "type": "rect",
+                "x0": 0,
+                "x1": 1,
+                "y0": top - box_h,
+                "y1": top,
+                "line": {"color": colour, "width": 1},
+                "fillcolor": colour,
+                "opacity": 0.9,
+                "layer": "below",
+            }
         )
         if i < n - 1:
-            fig.add_annotation(
-                x=0.5,
-                y=top - box_h - gap,
-                ax=0.5,
-                ay=top - box_h,
-                xref="x",
-                yref="y",
-                axref="x",
-                ayref="y",
-                showarrow=True,
-                arrowhead=2,
-                arrowwidth=1.2,
-                arrowcolor="#888",
-                text="",
+            annotations.append(
+                {
+                    "x": 0.5,
+                    "y": top - box_h - gap,
+                    "ax": 0.5,
+                    "ay": top - box_h,
+                    "xref": "x",
+                    "yref": "y",
+                    "axref": "x",
+                    "ayref": "y",
+                    "showarrow": True,
+                    "arrowhead": 2,
+                    "arrowwidth": 1.2,
+                    "arrowcolor": "#888",
+                    "text": "",
+                }
             )
         kinds = ", ".join(k for k in stage.kinds if k != "InputLayer") or "input"
-        fig.add_annotation(
-            x=0.02,
-            y=top - box_h / 2,
-            xanchor="left",
-            text=f"<b>{stage.name}</b>  <span style='font-size:11px'>{kinds}</span>",
-            showarrow=False,
-            font={"color": "white", "size": 13},
+        annotations.append(
+            {
+                "x": 0.02,
+                "y": top - box_h / 2,
+                "xanchor": "left",
+                "text": f"<b>{stage.name}</b>  <span style='font-size:11px'>{kinds}</span>",
+                "showarrow": False,
+                "font": {"color": "white", "size": 13},
+            }
         )
-        fig.add_annotation(
-            x=0.98,
-            y=top - box_h / 2,
-            xanchor="right",
-            text=f"{format_shape(stage.output_shape)} · {human_count(stage.params)} params",
-            showarrow=False,
-            font={"color": "white", "size": 12},
+        annotations.append(
+            {
+                "x": 0.98,
+                "y": top - box_h / 2,
+                "xanchor": "right",
+                "text": f"{format_shape(stage.output_shape)} · {human_count(stage.params)} params",
+                "showarrow": False,
+                "font": {"color": "white", "size": 12},
+            }
         )
+    fig = go.Figure(layout={"shapes": shapes, "annotations": annotations})
     # invisible markers carry the hover text (shapes have none)
     fig.add_trace(
         go.Scatter(
