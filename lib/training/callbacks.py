@@ -2,7 +2,7 @@
 
 In the order they run at each epoch end:
 
-- :class:`ProgressWriter`: throttled batch events (≤ 2 per second) and epoch
+- :class:`ProgressWriter`: throttled batch events (≤ 5 per second) and epoch
   events in ``progress.jsonl`` (through lib.progress); adds the learning rate to
   the epoch logs; turns a stop request into ``model.stop_training`` after the
   current batch.
@@ -37,9 +37,7 @@ from lib.config import RunConfig
 from lib.progress import BatchEvent, EpochEvent, ProgressLog, StartEvent
 from lib.training.schedules import current_lr, inner_optimizer
 
-# At most 2 batch events per second: the live panel redraws every 1.5 s, and each event
-# reads the learning rate off the optimizer's schedule (about 1.5 ms on a CPU).
-PROGRESS_INTERVAL_S = 0.5
+PROGRESS_INTERVAL_S = 0.2  # at most 5 progress events per second
 STOP_CHECK_INTERVAL_S = 0.25  # how often a batch checks for a stop request
 
 
