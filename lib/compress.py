@@ -39,8 +39,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -55,7 +53,7 @@ import numpy as np
 from lib.errors import KestrelError
 from lib.registry import ModelCard, ModelEntry, load_model, sanitize_name
 from lib.runstore import atomic_write_bytes, atomic_write_json
-from lib.workspace import PROJECT_ROOT, area, workspace_root
+from lib.workspace import area
 
 VARIANTS: dict[str, tuple[str, str]] = {
     # kind: (label, file suffix)
@@ -768,7 +766,7 @@ def start(entry: ModelEntry, options: CompressOptions) -> Path:
     Raises:
         CompressError: bad options, no dataset in the card, or a job already running.
     """
-    from lib.jobs import process_start_ticks
+    from lib.jobs import process_start_ticks, spawn_worker
 
     options.validate()
     dataset_config(entry.card)  # refuse a card without a dataset before starting anything
@@ -785,20 +783,7 @@ def start(entry: ModelEntry, options: CompressOptions) -> Path:
     atomic_write_json(folder / JOB_FILE, job)
     with contextlib.suppress(FileNotFoundError):
         (folder / TABLE_FILE).unlink()
-    env = os.environ.copy()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["KESTREL_HOME"] = str(workspace_root())
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(folder / LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lib.compress", str(folder)],
-            cwd=str(PROJECT_ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # outlives the Streamlit script and the tab
-        )
+    proc = spawn_worker(["-m", "lib.compress", str(folder)], folder / LOG_FILE)
     atomic_write_json(
         folder / STATUS_FILE,
         {"state": "running", "stage": "starting", "progress": 0.0, "started": time.time(),

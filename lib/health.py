@@ -43,11 +43,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -782,42 +779,18 @@ def read_request(path: Path) -> dict[str, Any]:
 def start_check(data, *, run_id: str = "", folds: int = DEFAULT_FOLDS,
                 epochs: int = DEFAULT_EPOCHS) -> str:  # fmt: skip
     """Create a check and start its worker process; returns the check id."""
-    from lib import jobs, runstore
-    from lib.workspace import workspace_root
+    from lib import jobs
 
     path = create_check(data, run_id=run_id, folds=folds, epochs=epochs)
-    env = os.environ.copy()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["KESTREL_HOME"] = str(workspace_root())
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(path / LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lib.health", str(path)],
-            cwd=str(Path(__file__).resolve().parent.parent),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
-        )  # fmt: skip
-    runstore.update_status(
-        path, state="running", started=time.time(), pid=proc.pid,
-        pid_start=jobs.process_start_ticks(proc.pid), attempts=1,
-    )  # fmt: skip
+    jobs.start_side_job(path, ["-m", "lib.health", str(path)])
     return path.name
 
 
 def check_status(path: Path):
     """The check's status; a "running" check whose process is gone reads as failed."""
-    from lib import jobs, runstore
+    from lib import jobs
 
-    status = runstore.read_status(path)
-    if status.state == "running" and not jobs.process_alive(status.pid, status.pid_start):
-        # The worker may have just finished: read again before calling it dead.
-        status = runstore.read_status(path)
-        if status.state == "running":
-            status = runstore.update_status(
-                path, state="failed", ended=time.time(),
-                error="the check's process ended without finishing; start the check again",
-            )  # fmt: skip
-    return status
+    return jobs.side_job_status(path, "the check")
 
 
 def load_splits(data) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], dict]:
@@ -839,30 +812,21 @@ def load_splits(data) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[st
 
 def run_check(path: Path) -> int:
     """The worker: run the check of ``path`` and record the outcome; an exit code."""
-    from lib import runstore
-    from lib.progress import EndEvent, PhaseEvent, append_event
+    from lib import jobs
 
     path = Path(path)
-    if runstore.read_status(path).state != "running":
-        runstore.update_status(path, state="running", started=time.time(), pid=os.getpid())
-    try:
+
+    def work(phase):
         request = read_request(path)
-        append_event(path, PhaseEvent(phase="loading data"))
+        phase("loading data")
         splits, names, refs = load_splits(request["data"])
         report = check_arrays(
             splits, names, refs=refs, folds=int(request.get("folds", DEFAULT_FOLDS)),
-            epochs=int(request.get("epochs", DEFAULT_EPOCHS)),
-            on_phase=lambda text: append_event(path, PhaseEvent(phase=text)),
+            epochs=int(request.get("epochs", DEFAULT_EPOCHS)), on_phase=phase,
         )  # fmt: skip
         write_report(path, report, {"run_id": request.get("run_id", "")})
-        state, error = "completed", ""
-    except KestrelError as exc:
-        state, error = "failed", str(exc)
-    except BaseException as exc:
-        traceback.print_exc()
-        state, error = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
-    append_event(path, EndEvent(state=state, error=error))
-    runstore.update_status(path, state=state, error=error, ended=time.time())
+
+    state, error, _ = jobs.run_side_job(path, work)
     print(f"health check {path.name}: {state}" + (f" — {error}" if error else ""), flush=True)
     return 0 if state == "completed" else 1
 

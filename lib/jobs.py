@@ -105,22 +105,115 @@ def process_alive(pid: int | None, start_ticks: int | None) -> bool:
 # Starting, scheduling, reaping
 
 
-def _spawn(run_dir: Path) -> subprocess.Popen:
-    """Start the worker process of ``run_dir``; its output goes to log.txt."""
+def spawn_worker(args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start ``python ARGS`` as a detached worker; its output is appended to ``log_path``.
+
+    Every background process of Kestrel starts here: training runs, health checks,
+    robustness reports, compression jobs, learning-rate sweeps and study workers. The
+    worker runs in a new session from the project root, so it outlives the Streamlit
+    script, the browser tab and the server; it sees the same workspace
+    ($KESTREL_HOME) and writes its log unbuffered.
+    """
     env = os.environ.copy()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["KESTREL_HOME"] = str(workspace_root())
     env["PYTHONUNBUFFERED"] = "1"
-    with open(run_dir / runstore.LOG_FILE, "ab") as log:
+    with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "lib", "train", "--run-dir", str(run_dir)],
+            [sys.executable, *args],
             cwd=str(PROJECT_ROOT),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,  # survives the Streamlit script, session and server
+            start_new_session=True,
         )
+
+
+def _spawn(run_dir: Path) -> subprocess.Popen:
+    """Start the training worker of ``run_dir``; its output goes to log.txt."""
+    return spawn_worker(
+        ["-m", "lib", "train", "--run-dir", str(run_dir)], run_dir / runstore.LOG_FILE
+    )
+
+
+# ---------------------------------------------------------------------------
+# Side jobs: one background process per folder, with a status.json like a run's
+# (health checks, robustness reports). They are not queued: they start at once.
+
+
+def start_side_job(folder: Path, args: list[str]) -> int:
+    """Start the worker ``python ARGS`` for ``folder`` and record it as running; its pid.
+
+    The folder's status.json goes from "queued" to "running" with the worker's pid and
+    start time, so :func:`side_job_status` can tell later whether it is still alive.
+    """
+    folder = Path(folder)
+    runstore.write_status(folder, RunStatus(state="queued", created=time.time()))
+    proc = spawn_worker(args, folder / runstore.LOG_FILE)
+    runstore.update_status(
+        folder, state="running", started=time.time(), pid=proc.pid,
+        pid_start=process_start_ticks(proc.pid), attempts=1,
+    )  # fmt: skip
+    return proc.pid
+
+
+def side_job_status(folder: Path, what: str) -> RunStatus:
+    """The side job's status; a "running" one whose process is gone is marked failed.
+
+    ``what`` names the job in the message ("the check", "the report").
+    """
+    status = runstore.read_status(folder)
+    if status.state == "running" and not process_alive(status.pid, status.pid_start):
+        # The worker may have just finished: read again before calling it dead.
+        status = runstore.read_status(folder)
+        if status.state == "running":
+            status = runstore.update_status(
+                folder, state="failed", ended=time.time(),
+                error=f"{what}'s process ended without finishing; start it again",
+            )  # fmt: skip
+    return status
+
+
+def run_side_job(folder: Path, work, *, echo: bool = False) -> tuple[str, str, Any]:
+    """Run ``work(phase)`` as the side job of ``folder``; (state, error, result).
+
+    ``phase(text)`` records a phase event (and prints it with ``echo``). The status is
+    "running" with this process' pid while ``work`` runs; afterwards it is "completed",
+    or "failed" with the error (a KestrelError's message as it is, anything else with its
+    type and the traceback in the log). The end is recorded as an event too.
+    """
+    from lib.progress import EndEvent, PhaseEvent, append_event
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    has_status = (folder / runstore.STATUS_FILE).is_file()
+    status = runstore.read_status(folder) if has_status else None
+    if status is None or status.state != "running" or status.pid != os.getpid():
+        now = time.time()
+        created = status.created if status is not None and status.created else now
+        runstore.write_status(
+            folder, RunStatus(state="running", created=created, started=now, pid=os.getpid(),
+                              pid_start=process_start_ticks(os.getpid()), attempts=1),
+        )  # fmt: skip
+
+    def phase(text: str) -> None:
+        append_event(folder, PhaseEvent(phase=text))
+        if echo:
+            print(text, flush=True)
+
+    result = None
+    try:
+        result = work(phase)
+        state, error = "completed", ""
+    except KestrelError as exc:
+        state, error = "failed", str(exc)
+    except BaseException as exc:
+        traceback.print_exc()
+        state, error = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
+    append_event(folder, EndEvent(state=state, error=error))
+    runstore.update_status(folder, state=state, error=error, ended=time.time())
+    return state, error, result
 
 
 def _reap_locked() -> list[str]:

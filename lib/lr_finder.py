@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -37,7 +35,7 @@ from typing import Any
 from lib import jobs, runstore
 from lib.config import RunConfig
 from lib.errors import KestrelError
-from lib.workspace import PROJECT_ROOT, area, safe_join, workspace_root
+from lib.workspace import area, safe_join
 
 DEFAULT_STEPS = 200
 MIN_LR = 1e-6
@@ -246,19 +244,8 @@ def start_background(config: RunConfig, key: str, *, steps: int = DEFAULT_STEPS)
         (folder / name).unlink(missing_ok=True)
     runstore.atomic_write_bytes(folder / CONFIG_FILE, (config.to_json() + "\n").encode("utf-8"))
     runstore.atomic_write_json(folder / PROGRESS_FILE, {"done": 0, "total": steps})
-    env = os.environ.copy()
-    env["KESTREL_HOME"] = str(workspace_root())
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with open(folder / "log.txt", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lib.lr_finder", str(folder), str(steps)],
-            cwd=str(PROJECT_ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    (folder / "log.txt").unlink(missing_ok=True)
+    proc = jobs.spawn_worker(["-m", "lib.lr_finder", str(folder), str(steps)], folder / "log.txt")
     runstore.atomic_write_json(
         folder / PID_FILE, {"pid": proc.pid, "pid_start": jobs.process_start_ticks(proc.pid)}
     )

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -362,15 +359,7 @@ def job_status(run_dir: Path):
     folder = job_dir(run_dir)
     if not (folder / runstore.STATUS_FILE).is_file():
         return None
-    status = runstore.read_status(folder)
-    if status.state == "running" and not jobs.process_alive(status.pid, status.pid_start):
-        status = runstore.read_status(folder)
-        if status.state == "running":
-            status = runstore.update_status(
-                folder, state="failed", ended=time.time(),
-                error="the report's process ended without finishing; start it again",
-            )  # fmt: skip
-    return status
+    return jobs.side_job_status(folder, "the report")
 
 
 def latest_phase(run_dir: Path) -> str:
@@ -383,7 +372,6 @@ def latest_phase(run_dir: Path) -> str:
 def start_report(run_id: str) -> None:
     """Start the report of a completed run as a background process (refused while one runs)."""
     from lib import jobs
-    from lib.workspace import PROJECT_ROOT, workspace_root
 
     run_dir = runstore.run_dir(run_id)
     if runstore.read_status(run_dir).state != "completed":
@@ -393,57 +381,21 @@ def start_report(run_id: str) -> None:
         raise RobustnessError("the robustness report of this run is being computed already")
     folder = job_dir(run_dir)
     folder.mkdir(exist_ok=True)
-    for stale in (runstore.PROGRESS_FILE,):
-        (folder / stale).unlink(missing_ok=True)
-    runstore.write_status(folder, runstore.RunStatus(state="queued", created=time.time()))
-    env = os.environ.copy()
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["KESTREL_HOME"] = str(workspace_root())
-    env["PYTHONUNBUFFERED"] = "1"
-    with open(folder / runstore.LOG_FILE, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lib", "robustness", run_id],
-            cwd=str(PROJECT_ROOT), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
-    runstore.update_status(
-        folder, state="running", started=time.time(), pid=proc.pid,
-        pid_start=jobs.process_start_ticks(proc.pid), attempts=1,
-    )  # fmt: skip
+    (folder / runstore.PROGRESS_FILE).unlink(missing_ok=True)
+    jobs.start_side_job(folder, ["-m", "lib", "robustness", run_id])
 
 
 def run_report_here(run_id: str, *, echo: bool = False) -> int:
     """Compute the report in this process, recording status and progress; an exit code."""
-    from lib.progress import EndEvent, PhaseEvent, append_event
+    from lib import jobs
 
     run_dir = runstore.run_dir(run_id)
     if not run_dir.is_dir():
         print(f"error: no run {run_id!r}; see `python -m lib runs`", file=sys.stderr)
         return 2
-    folder = job_dir(run_dir)
-    folder.mkdir(exist_ok=True)
-    status = runstore.read_status(folder) if (folder / runstore.STATUS_FILE).is_file() else None
-    if status is None or status.state != "running" or status.pid != os.getpid():
-        runstore.write_status(
-            folder, runstore.RunStatus(state="running", created=time.time(), started=time.time(),
-                                       pid=os.getpid(), attempts=1)
-        )  # fmt: skip
-
-    def phase(text: str) -> None:
-        append_event(folder, PhaseEvent(phase=text))
-        if echo:
-            print(text, flush=True)
-
-    try:
-        report = compute_report(run_dir, on_phase=phase)
-        state, error = "completed", ""
-    except KestrelError as exc:
-        state, error, report = "failed", str(exc), None
-    except BaseException as exc:
-        traceback.print_exc()
-        state, error, report = "failed", f"unexpected error: {type(exc).__name__}: {exc}", None
-    append_event(folder, EndEvent(state=state, error=error))
-    runstore.update_status(folder, state=state, error=error, ended=time.time())
+    state, error, report = jobs.run_side_job(
+        job_dir(run_dir), lambda phase: compute_report(run_dir, on_phase=phase), echo=echo
+    )
     if report is not None and echo:
         for row in table_rows(report):
             print(f"{row['condition']:<16} {row['level']:<12} {row['accuracy']:.4f}")

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 import typing
@@ -43,7 +42,7 @@ from typing import Any
 from lib import jobs, runstore
 from lib.config import AugmentConfig, ModelConfig, RunConfig, TrainConfig
 from lib.errors import KestrelError
-from lib.workspace import PROJECT_ROOT, area, safe_join, workspace_root
+from lib.workspace import area, safe_join
 
 SPEC_FILE = "study.json"
 DB_FILE = "optuna.db"
@@ -425,22 +424,11 @@ def spawn_workers(folder: Path, n: int = 1) -> list[int]:
     folder = Path(folder)
     (folder / STOP_FILE).unlink(missing_ok=True)
     (folder / WORKERS_DIR).mkdir(exist_ok=True)
-    env = os.environ.copy()
-    env["KESTREL_HOME"] = str(workspace_root())
-    env["PYTHONUNBUFFERED"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     pids = []
     for _ in range(max(1, int(n))):
-        with open(folder / WORKERS_DIR / "log.txt", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lib.tuning", "worker", str(folder)],
-                cwd=str(PROJECT_ROOT),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # outlives the page, the session and the server
-            )
+        proc = jobs.spawn_worker(
+            ["-m", "lib.tuning", "worker", str(folder)], folder / WORKERS_DIR / "log.txt"
+        )
         _record_worker(folder, proc.pid)
         pids.append(proc.pid)
     return pids

@@ -219,3 +219,78 @@ def test_a_run_of_another_live_worker_is_not_taken_over(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+# ---------------------------------------------------------------------------
+# The one way background processes start, and side jobs (health checks, robustness reports)
+
+
+def test_spawn_worker_starts_a_detached_process_in_the_project_with_the_workspace(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("earlier attempt\n")
+    code = (
+        "import os, sys; print(os.getcwd()); print(os.environ['KESTREL_HOME']); "
+        "print(os.environ['PYTHONUNBUFFERED']); print(os.getsid(0) == os.getpid())"
+    )
+    proc = jobs.spawn_worker(["-c", code], log)
+    assert proc.wait(timeout=30) == 0
+    lines = log.read_text().splitlines()
+    assert lines == [
+        "earlier attempt",  # appended, not truncated
+        str(jobs.PROJECT_ROOT),
+        os.environ["KESTREL_HOME"],
+        "1",
+        "True",  # its own session: a Ctrl+C or a closed terminal of the server does not reach it
+    ]
+
+
+def test_a_side_job_runs_reports_and_reads_failed_when_its_process_dies(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    pid = jobs.start_side_job(folder, ["-c", "import time; time.sleep(60)"])
+    status = jobs.side_job_status(folder, "the check")
+    assert status.state == "running" and status.pid == pid and status.attempts == 1
+    assert status.pid_start == jobs.process_start_ticks(pid)
+    os.kill(pid, 9)
+    wait_for(
+        lambda: jobs.side_job_status(folder, "the check").state == "failed",
+        REAP_DEADLINE_S,
+        "the dead side job",
+        poll=False,
+    )
+    status = runstore.read_status(folder)
+    assert status.error == "the check's process ended without finishing; start it again"
+    assert status.ended
+
+
+def test_run_side_job_records_phases_results_and_each_kind_of_failure(tmp_path, capsys):
+    from lib.errors import KestrelError
+    from lib.progress import EndEvent, PhaseEvent, read_events
+
+    def good(phase):
+        phase("counting")
+        assert runstore.read_status(tmp_path / "good").pid == os.getpid()
+        return 42
+
+    assert jobs.run_side_job(tmp_path / "good", good, echo=True) == ("completed", "", 42)
+    assert capsys.readouterr().out == "counting\n"
+    events = read_events(tmp_path / "good")
+    assert [type(e) for e in events] == [PhaseEvent, EndEvent]
+    assert events[0].phase == "counting" and events[1].state == "completed"
+    status = runstore.read_status(tmp_path / "good")
+    assert status.state == "completed" and status.ended >= status.started
+
+    def refused(phase):
+        raise KestrelError("the dataset has no train images to check")
+
+    state_, error, result = jobs.run_side_job(tmp_path / "refused", refused)
+    assert (state_, error, result) == ("failed", "the dataset has no train images to check", None)
+    assert runstore.read_status(tmp_path / "refused").error == error
+
+    def bug(phase):
+        raise ZeroDivisionError("division by zero")
+
+    state_, error, _ = jobs.run_side_job(tmp_path / "bug", bug)
+    assert state_ == "failed" and error == "unexpected error: ZeroDivisionError: division by zero"
+    assert "Traceback" in capsys.readouterr().err
+    assert read_events(tmp_path / "bug")[-1].error == error
