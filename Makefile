@@ -9,6 +9,11 @@ BIN := $(VENV)/bin
 PORT ?= 8501
 ARGS ?=
 PYTEST_ARGS ?=
+# The suite runs in TEST_WORKERS processes (pytest-xdist; a test module and its browser
+# server stay in one). The tests spend much of their time in one Python thread or waiting
+# on a page, so two of them keep two cores busy. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 
 # Debian packages: python3-venv makes .venv; the suite also needs Chromium (browser
 # tests), a font Chromium renders with, and the local Fashion-MNIST files.
@@ -55,12 +60,12 @@ web/node_modules/.installed: web/package.json web/package-lock.json
 test: system $(VENV)/.dev web
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; fi; exit $$rc
 
 # The quick tiers (lib and pages, a few minutes); tests/slow and tests/e2e are left out.
 test-fast: $(VENV)/.dev
-	$(BIN)/python -m pytest tests/unit tests/app
+	$(BIN)/python -m pytest $(XDIST) tests/unit tests/app
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
