@@ -1,6 +1,7 @@
 """The robustness report: corruptions, the stored report, the CLI, the job and hardened clones."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -35,7 +36,6 @@ def test_corrupt_refuses_unknown_names_and_severities():
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    import os
 
     home = tmp_path_factory.mktemp("home")
     old = os.environ.get("KESTREL_HOME")
@@ -100,3 +100,37 @@ def test_the_report_of_an_unfinished_run_is_refused(finished_run, monkeypatch):
     with pytest.raises(robustness.RobustnessError, match="not completed"):
         robustness.start_report(queued.name)
     assert cli.main(["robustness", queued.name]) == 1
+
+
+def test_the_background_report_runs_in_its_own_process_and_refuses_a_second_start(
+    finished_run, monkeypatch
+):
+    from lib.progress import EndEvent, PhaseEvent, read_events
+    from tests.tiny_runs import wait_for
+
+    monkeypatch.setenv("KESTREL_HOME", str(finished_run.parents[1]))
+    (finished_run / runstore.ROBUSTNESS_FILE).unlink(missing_ok=True)
+    folder = robustness.job_dir(finished_run)
+    (folder / runstore.LOG_FILE).unlink(missing_ok=True)
+    robustness.start_report(finished_run.name)
+    status = robustness.job_status(finished_run)
+    assert status.state == "running" and status.pid and status.pid != os.getpid()
+    with pytest.raises(robustness.RobustnessError, match="being computed already"):
+        robustness.start_report(finished_run.name)
+    done = wait_for(
+        lambda: (
+            robustness.job_status(finished_run).state != "running"
+            and robustness.job_status(finished_run)
+        ),
+        120,
+        "the background report",
+        poll=False,
+    )
+    assert done.state == "completed", (done.error, (folder / runstore.LOG_FILE).read_text())
+    report = robustness.read_report(finished_run)
+    assert report is not None and report["images"] > 0
+    assert set(report["corruptions"]) == set(robustness.CORRUPTIONS)
+    events = read_events(folder)
+    assert any(isinstance(e, PhaseEvent) for e in events)
+    assert isinstance(events[-1], EndEvent) and events[-1].state == "completed"
+    assert robustness.latest_phase(finished_run)
