@@ -36,7 +36,6 @@ def test_corrupt_refuses_unknown_names_and_severities():
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-
     home = tmp_path_factory.mktemp("home")
     old = os.environ.get("KESTREL_HOME")
     os.environ["KESTREL_HOME"] = str(home)
