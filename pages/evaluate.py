@@ -126,7 +126,7 @@ if st.session_state.get(ui.EVAL_RUN) not in ids:
     selected = st.session_state.get(ui.SELECTED_RUN)
     st.session_state[ui.EVAL_RUN] = selected if selected in ids else ids[0]
 run_id = st.selectbox("Run", ids, format_func=labels.get, key=ui.EVAL_RUN)
-st.session_state[ui.SELECTED_RUN] = run_id
+ui.select_run(run_id)
 run_dir = runstore.run_dir(run_id)
 try:
     cfg = runstore.read_config(run_dir)

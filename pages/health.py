@@ -139,7 +139,7 @@ def _retrain(path, request: dict, cleaned: DataConfig) -> None:
     except KestrelError as exc:
         _say("error", f"Not started: {exc}")
         return
-    st.session_state[ui.SELECTED_RUN] = new_id
+    ui.select_run(new_id)
     if fresh:
         _say("success", f"Retraining on {cleaned.path} as run {new_id} (see the Train page).")
     else:

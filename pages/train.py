@@ -143,7 +143,7 @@ def _say(kind: str, text: str) -> None:
 
 
 def _watch(run_id: str | None) -> None:
-    st.session_state[ui.SELECTED_RUN] = run_id
+    ui.select_run(run_id)
 
 
 def _use_recipe() -> None:

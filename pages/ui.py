@@ -16,13 +16,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from lib import drafts
+from lib import drafts, runstore
 from lib.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from lib.errors import KestrelError, log_internal_error
 from lib.text import escape_markdown
 
 APP_SCRIPT = Path(__file__).resolve().parent.parent / "app.py"
 DRAFT_PARAM = "draft"  # the URL query parameter holding the draft id
+RUN_PARAM = "run"  # the URL query parameter holding the run this session looks at
 
 DRAFT_ID = "draft_id"  # the id of the draft this session edits
 DRAFT_CACHE = "draft_cache"  # (file mtime, Draft): the last read of the draft file
@@ -291,7 +292,39 @@ def init_state() -> None:
     if st.query_params.get(DRAFT_PARAM) != draft_id:
         st.query_params[DRAFT_PARAM] = draft_id
     if SELECTED_RUN not in st.session_state:
-        st.session_state[SELECTED_RUN] = None
+        st.session_state[SELECTED_RUN] = _run_in_url()
+    select_run(st.session_state[SELECTED_RUN])  # the address follows the session
+
+
+def _run_in_url() -> str | None:
+    """The run named in the address (``?run=<id>``) if it exists; else None, with a notice."""
+    wanted = st.query_params.get(RUN_PARAM)
+    if not wanted:
+        return None
+    try:
+        if runstore.run_dir(wanted).is_dir():
+            return wanted
+    except KestrelError:
+        pass
+    st.session_state[DRAFT_NOTICE] = (
+        f"The run in the address ({escape_markdown(wanted[:40])}) was not found on this server "
+        "(deleted, or another workspace), so no run is selected."
+    )
+    return None
+
+
+def select_run(run_id: str | None) -> None:
+    """Make ``run_id`` the run this session looks at, in its state and in the address.
+
+    The address carries it (``?run=<id>``) like the draft, so a reload, Back or a
+    bookmark bring the same run back on Evaluate and Train.
+    """
+    st.session_state[SELECTED_RUN] = run_id
+    if run_id:
+        if st.query_params.get(RUN_PARAM) != run_id:
+            st.query_params[RUN_PARAM] = run_id
+    elif RUN_PARAM in st.query_params:
+        del st.query_params[RUN_PARAM]
 
 
 def draft() -> drafts.Draft:

@@ -184,3 +184,41 @@ def test_a_hardened_clone_is_made_in_one_click_and_compared_with_its_source(run_
     labels = {m.label for m in at.metric}
     assert {"PGD ε=2/255 accuracy", "Clean accuracy"} <= labels
     assert any("Hardened clone of" in m.value for m in at.markdown)
+
+
+def test_the_selected_run_rides_in_the_address_so_a_reload_keeps_it(run_dir):
+    """A reload is a new session with the same address: it must show the same run."""
+    other = make_finished_run(name="later run", epochs=1)  # the newest: the default pick
+    at = open_page("pages/evaluate.py")
+    assert at.selectbox(key=ui.EVAL_RUN).value == other.name
+    assert at.query_params[ui.RUN_PARAM] == other.name
+    at.selectbox(key=ui.EVAL_RUN).set_value(run_dir.name)
+    at.run()
+    assert at.session_state[ui.SELECTED_RUN] == run_dir.name
+    assert at.query_params[ui.RUN_PARAM] == run_dir.name
+
+    # "Reload": a fresh session whose address carries the draft and the run.
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    for key, value in at.query_params.items():
+        again.query_params[key] = value
+    again.run()
+    again.switch_page("pages/evaluate.py")
+    again.run()
+    assert not again.exception, [e.value for e in again.exception]
+    assert again.selectbox(key=ui.EVAL_RUN).value == run_dir.name
+    assert again.session_state[ui.DRAFT_ID] == at.session_state[ui.DRAFT_ID]
+
+
+@pytest.mark.parametrize("wanted", ["20990101-000000-gone", "../../etc"])
+def test_a_run_in_the_address_that_does_not_exist_is_said_not_followed(run_dir, wanted):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params[ui.RUN_PARAM] = wanted
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("was not found on this server" in w.value for w in at.warning)
+    assert at.session_state[ui.SELECTED_RUN] is None
+    assert ui.RUN_PARAM not in at.query_params
+    at.switch_page("pages/evaluate.py")
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key=ui.EVAL_RUN).value == run_dir.name

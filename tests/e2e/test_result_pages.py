@@ -56,3 +56,39 @@ def test_predict_opens_on_the_best_run_and_classifies_a_strip(
     # The padded strip and the probability chart, in view (the main area scrolls, not the page).
     page.locator('[data-testid="stImage"]').first.scroll_into_view_if_needed()
     page.screenshot(path=SCREENSHOT)
+
+
+def test_a_robustness_report_computes_in_the_background_and_survives_a_reload(
+    two_runs, streamlit_server, server_process, page, steps
+):
+    """Evaluate → Compute robustness report: a worker of its own, progress, then the table."""
+    from helpers import click, select
+
+    from lib import robustness
+
+    better, _ = two_runs
+    open_page(page, streamlit_server, "evaluate")
+    select(page, "Run", runs.run_label(runs.view_of(better)))
+    if page.get_by_role("button", name="Compute predictions").count():
+        click(page, "Compute predictions")
+    wait_for_text(page, r"Accuracy")
+    assert robustness.read_report(better) is None
+    click(page, "Compute robustness report")
+    steps(page, "report started")
+    status = robustness.job_status(better)
+    assert status is not None and status.state in ("running", "completed"), status
+    # Its own process: not the server's, in a session of its own.
+    assert status.pid and status.pid != server_process.proc.pid
+    assert f"run={better.name}" in page.url, page.url  # the address names the run
+    page.reload(wait_until="domcontentloaded")  # a reload in the middle loses nothing
+    wait_for_text(page, r"clean accuracy", timeout_s=180)
+    page.get_by_role("button", name="Compute again").scroll_into_view_if_needed()
+    steps(page, "report shown")
+    assert_healthy(page)
+    assert not errors(page), errors(page)
+    report = robustness.read_report(better)
+    assert report is not None and robustness.job_status(better).state == "completed"
+    # The page shows the stored report's figures, not some other run's.
+    shown = page.inner_text('[data-testid="stMain"]')
+    assert f"clean accuracy {report['clean']:.1%}" in shown, shown
+    assert page.get_by_role("button", name="Compute again").count() == 1
