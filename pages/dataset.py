@@ -319,13 +319,10 @@ def _summary(ds, cfg: DataConfig) -> None:
 
 def _samples(ds) -> None:
     splits = [s for s in ("train", "val", "test") if len(ds.splits[s])]
-    if st.session_state.get(ui.DATA_SAMPLE_SPLIT) not in splits:
-        st.session_state[ui.DATA_SAMPLE_SPLIT] = splits[0]
     left, right = st.columns([4, 1], vertical_alignment="bottom")
-    split = left.segmented_control("Split", splits, format_func=SPLIT_LABELS.get,
-                                   key=ui.DATA_SAMPLE_SPLIT)  # fmt: skip
+    split = ui.segmented(left, "Split", splits, key=ui.DATA_SAMPLE_SPLIT, first=splits[0],
+                         format_func=SPLIT_LABELS.get)  # fmt: skip
     right.button("Other samples", key=ui.DATA_RESHUFFLE, on_click=_reshuffle)
-    split = split or splits[0]
     classes = list(range(ds.num_classes))
     if ds.num_classes > MAX_SAMPLE_CLASSES:
         names = st.multiselect("Classes shown", ds.class_names,

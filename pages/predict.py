@@ -14,7 +14,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from lib import export, predict, registry, runs
+from lib import export, predict, registry, runs, runstore
 from lib.config import DataConfig
 from lib.data.images import MAX_FILE_BYTES, ImageDecodeError
 from lib.errors import KestrelError
@@ -113,7 +113,11 @@ def _run_model() -> registry.ModelEntry | None:
         st.info("No completed runs yet: train one on the Train page.", icon=":material/info:")
         return None
     # Options are run ids; the label (name, accuracy) may change without losing the pick.
+    # The pick: this page's, else the run this session looks at (Train, Evaluate, or the
+    # address after a reload), else the best completed run.
     picked = st.session_state.get(ui.PRED_RUN_PICK)
+    if picked not in views:
+        picked = st.session_state.get(ui.SELECTED_RUN)
     if picked not in views:
         best = runs.best_completed()
         picked = best.run_id if best and best.run_id in views else next(iter(views))
@@ -123,8 +127,10 @@ def _run_model() -> registry.ModelEntry | None:
         list(views),
         format_func=lambda i: runs.run_label(views[i]),
         key=ui.PRED_RUN_PICK,
-        help="The best completed run (highest test accuracy) is picked first.",
+        help="Opens on the run you last looked at (Train, Evaluate); else on the best "
+        "completed run (highest test accuracy).",
     )
+    ui.select_run(pick)
     run_dir = views[pick].path
     entry = registry.run_entry(run_dir)
     with st.popover("Save to registry", icon=":material/bookmark_add:"):
@@ -698,13 +704,25 @@ def _browser_demo(entry: registry.ModelEntry) -> None:
         )
 
 
+def _default_source() -> str:
+    """Training run when this session looks at a completed run (a reload keeps it), else Registry."""
+    selected = st.session_state.get(ui.SELECTED_RUN)
+    if selected:
+        try:
+            if runstore.read_status(runstore.run_dir(selected)).state == "completed":
+                return "Training run"
+        except (KestrelError, OSError, ValueError):
+            pass
+    return SOURCES[0]
+
+
 # ---------------------------------------------------------------- page
 
 ui.ensure_router()
 st.title("Predict")
 st.caption("Classify your own images with a trained model, see what it looked at, export it.")
 
-source = st.segmented_control("Model from", SOURCES, default=SOURCES[0], key=ui.PRED_SOURCE)
+source = ui.segmented(st, "Model from", SOURCES, key=ui.PRED_SOURCE, first=_default_source())
 _deleted = st.session_state.pop(ui.PRED_DELETE_MSG, None)
 if _deleted:
     (st.success if _deleted[0] == "success" else st.error)(escape_markdown(_deleted[1]))
@@ -730,8 +748,8 @@ except Exception as exc:
     st.stop()
 
 st.divider()
-mode = st.segmented_control("Images from", INPUTS, default=INPUTS[0], key=ui.PRED_INPUT)
-names, images, truths = _images_from_input(mode or INPUTS[0])
+mode = ui.segmented(st, "Images from", INPUTS, key=ui.PRED_INPUT, first=INPUTS[0])
+names, images, truths = _images_from_input(mode)
 k = st.slider(
     "Classes shown",
     1,

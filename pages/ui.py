@@ -33,6 +33,7 @@ FORM_REFUSED = "form_refused"  # {part: message of the last refused change}
 FORM_NOTICE = "form_notice"  # a message after a recipe, loaded run or clone changed the draft
 FORM_BOUND = "form_bound_fields"  # {"Class.field"}: fields that have a widget (for tests)
 SELECTED_RUN = "selected_run_id"
+SEGMENT_LAST = "segment_last"  # {segmented control key: the option it last held}
 # Evaluate / Compare pages
 EVAL_RUN = "evaluate_run_pick"  # selectbox: the run being evaluated
 EVAL_CELL = "evaluate_selected_cell"  # (run_id, true index, predicted index) or None
@@ -325,6 +326,20 @@ def select_run(run_id: str | None) -> None:
             st.query_params[RUN_PARAM] = run_id
     elif RUN_PARAM in st.query_params:
         del st.query_params[RUN_PARAM]
+
+
+def segmented(where, label: str, options, *, key: str, first, **kwargs):
+    """A segmented control that always holds one of ``options`` (``first`` to begin with).
+
+    Streamlit's control lets a click on the chosen option clear it; the page would then
+    show nothing chosen while it acts on some fallback. Here such a click keeps the option.
+    """
+    last = st.session_state.setdefault(SEGMENT_LAST, {})
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = last.get(key) if last.get(key) in options else first
+    value = where.segmented_control(label, options, key=key, **kwargs)
+    last[key] = value
+    return value
 
 
 def draft() -> drafts.Draft:

@@ -303,3 +303,58 @@ def test_a_saved_model_is_deleted_only_after_confirmation(page):
     # shipped models offer no delete button
     assert page.selectbox(key=ui.PRED_REGISTRY_PICK).value != str(folder / registry.MODEL_FILE)
     assert not [b for b in page.button if b.key == ui.PRED_DELETE]
+
+
+def test_predict_follows_the_run_in_the_address_and_puts_its_pick_there():
+    """A reload of Predict keeps the source and the pick."""
+    from tiny_runs import make_finished_run
+
+    better = make_finished_run(name="better", epochs=4, hidden=32, seed=1)
+    weaker = make_finished_run(name="weaker", epochs=1, hidden=4)
+    app = str(Path(__file__).resolve().parents[2] / "app.py")
+
+    fresh = AppTest.from_file(app, default_timeout=60)
+    fresh.run()
+    fresh.switch_page("pages/predict.py")
+    fresh.run()
+    assert fresh.segmented_control(key=ui.PRED_SOURCE).value == "Registry"  # no run looked at
+    fresh.segmented_control(key=ui.PRED_SOURCE).set_value("Training run")
+    fresh.run()
+    assert fresh.selectbox(key=ui.PRED_RUN_PICK).value == better.name  # the best, by default
+    fresh.selectbox(key=ui.PRED_RUN_PICK).set_value(weaker.name)
+    fresh.run()
+    assert fresh.query_params[ui.RUN_PARAM] == weaker.name
+
+    again = AppTest.from_file(app, default_timeout=60)  # the reload: same address
+    for key, value in fresh.query_params.items():
+        again.query_params[key] = value
+    again.run()
+    again.switch_page("pages/predict.py")
+    again.run()
+    assert not again.exception, [e.value for e in again.exception]
+    assert again.segmented_control(key=ui.PRED_SOURCE).value == "Training run"
+    assert again.selectbox(key=ui.PRED_RUN_PICK).value == weaker.name
+
+
+def test_a_click_on_the_chosen_segment_keeps_it_chosen():
+    """Streamlit clears a segmented control on a click of its chosen option; the page must not
+    then show nothing chosen while it acts on a fallback."""
+    from tiny_runs import make_finished_run
+
+    make_finished_run(name="only", epochs=1)
+    page = AppTest.from_file(
+        str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=60
+    )
+    page.run()
+    page.switch_page("pages/predict.py")
+    page.run()
+    page.segmented_control(key=ui.PRED_SOURCE).set_value("Training run")
+    page.run()
+    page.segmented_control(key=ui.PRED_SOURCE).set_value(None)  # the click on "Training run"
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert page.segmented_control(key=ui.PRED_SOURCE).value == "Training run"
+    assert page.selectbox(key=ui.PRED_RUN_PICK).value  # the run picker is still there
+    page.segmented_control(key=ui.PRED_INPUT).set_value(None)
+    page.run()
+    assert page.segmented_control(key=ui.PRED_INPUT).value == "Upload"
