@@ -30,3 +30,15 @@ def open_page(page: str | None = None, timeout: float = 120, **parts) -> AppTest
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def reload(at: AppTest, page: str, timeout: float = 60) -> AppTest:
+    """What a browser reload does: a new session with ``at``'s address, opened on ``page``."""
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for key, value in at.query_params.items():
+        again.query_params[key] = value
+    again.run()
+    again.switch_page(f"pages/{page}.py")
+    again.run()
+    assert not again.exception, [e.value for e in again.exception]
+    return again

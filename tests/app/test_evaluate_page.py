@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from drafts_helper import reload
 from streamlit.testing.v1 import AppTest
 from tiny_runs import make_finished_run
 
@@ -198,13 +199,7 @@ def test_the_selected_run_rides_in_the_address_so_a_reload_keeps_it(run_dir):
     assert at.query_params[ui.RUN_PARAM] == run_dir.name
 
     # "Reload": a fresh session whose address carries the draft and the run.
-    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    for key, value in at.query_params.items():
-        again.query_params[key] = value
-    again.run()
-    again.switch_page("pages/evaluate.py")
-    again.run()
-    assert not again.exception, [e.value for e in again.exception]
+    again = reload(at, "evaluate")
     assert again.selectbox(key=ui.EVAL_RUN).value == run_dir.name
     assert again.session_state[ui.DRAFT_ID] == at.session_state[ui.DRAFT_ID]
 

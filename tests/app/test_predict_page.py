@@ -307,6 +307,7 @@ def test_a_saved_model_is_deleted_only_after_confirmation(page):
 
 def test_predict_follows_the_run_in_the_address_and_puts_its_pick_there():
     """A reload of Predict keeps the source and the pick."""
+    from drafts_helper import reload
     from tiny_runs import make_finished_run
 
     better = make_finished_run(name="better", epochs=4, hidden=32, seed=1)
@@ -325,13 +326,7 @@ def test_predict_follows_the_run_in_the_address_and_puts_its_pick_there():
     fresh.run()
     assert fresh.query_params[ui.RUN_PARAM] == weaker.name
 
-    again = AppTest.from_file(app, default_timeout=60)  # the reload: same address
-    for key, value in fresh.query_params.items():
-        again.query_params[key] = value
-    again.run()
-    again.switch_page("pages/predict.py")
-    again.run()
-    assert not again.exception, [e.value for e in again.exception]
+    again = reload(fresh, "predict")
     assert again.segmented_control(key=ui.PRED_SOURCE).value == "Training run"
     assert again.selectbox(key=ui.PRED_RUN_PICK).value == weaker.name
 
