@@ -318,7 +318,7 @@ def select_run(run_id: str | None) -> None:
     """Make ``run_id`` the run this session looks at, in its state and in the address.
 
     The address carries it (``?run=<id>``) like the draft, so a reload, Back or a
-    bookmark bring the same run back on Evaluate and Train.
+    bookmark bring the same run back on Train, Evaluate and Predict.
     """
     st.session_state[SELECTED_RUN] = run_id
     if run_id:
