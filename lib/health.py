@@ -105,7 +105,6 @@ REPORT_FILE = "report.json"
 QUEUE_FILE = "queue.csv"
 DECISIONS_FILE = "decisions.json"
 CLEANED_FILE = "cleaned.json"
-LOG_FILE = "log.txt"
 QUEUE_FIELDS = ("key", "issue", "split", "index", "ref", "given", "suggested", "score", "other")
 
 
