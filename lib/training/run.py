@@ -29,6 +29,7 @@ import math
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,15 +301,24 @@ def fit(
         echo=echo,
     )
     t0 = time.monotonic()
-    model.fit(
-        data.train,
-        validation_data=data.val,
-        epochs=cfg.train.epochs,
-        callbacks=[*callbacks, *extra_callbacks],
-        class_weight=data.class_weight,
-        shuffle=False,  # the pipeline shuffles
-        verbose=0,
-    )
+    with warnings.catch_warnings():
+        # A streamed validation split (every image once, broken files dropped) has no
+        # known length, so Keras learns it by reading to the end, and then warns "Your
+        # input ran out of data; interrupting training" into the run's log, once, with
+        # nothing wrong. The training split cannot run short: exact_steps declares its
+        # length and tf.data raises when a pass comes up short.
+        warnings.filterwarnings(
+            "ignore", message="Your input ran out of data", category=UserWarning
+        )
+        model.fit(
+            data.train,
+            validation_data=data.val,
+            epochs=cfg.train.epochs,
+            callbacks=[*callbacks, *extra_callbacks],
+            class_weight=data.class_weight,
+            shuffle=False,  # the pipeline shuffles
+            verbose=0,
+        )
     return time.monotonic() - t0, progress
 
 
