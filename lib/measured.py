@@ -181,6 +181,24 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None) -> str:
     )
 
 
+def card_sentence(card_path: Path) -> str:
+    """One sentence quoting what a shipped model's card measured when it was trained.
+
+    The shipped demo models (models/<name>/card.json) hold their training recipe and
+    the figures of that run: a recipe copied from one quotes them from there.
+    """
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    m = card["metrics"]
+    data = card["training_config"]["data"]
+    dataset = {"shapes": "the generated shapes set"}.get(data["source"], data["source"])
+    count = f" ({data['shapes_count']} images)" if data.get("shapes_count") else ""
+    return (
+        f"Measured: {m['test_accuracy']:.1%} test accuracy on {dataset}{count} after "
+        f"{m['epochs_done']} epochs ({_duration(m['train_seconds'])} of training, "
+        f"{card['created'][:10]}; {_relative(card_path)})."
+    )
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"

@@ -146,9 +146,15 @@ def _watch(run_id: str | None) -> None:
     ui.select_run(run_id)
 
 
-def _use_recipe() -> None:
-    """Put a named recipe's augmentation, model and training into the draft; data stays."""
-    name = st.session_state[ui.TRAIN_RECIPE]
+def _use_recipe(name: str | None = None) -> None:
+    """Put a named recipe's augmentation, model and training into the draft; data stays.
+
+    Without ``name``, the recipe picked in the selectbox; with one, the selectbox shows it.
+    """
+    if name is None:
+        name = st.session_state[ui.TRAIN_RECIPE]
+    else:
+        st.session_state[ui.TRAIN_RECIPE] = name
     forms.update_draft(
         lambda d: d.with_recipe(RECIPES[name], data=False),
         f"Using the {RECIPE_INFO[name].title} recipe for augmentation, model and training "
@@ -156,7 +162,14 @@ def _use_recipe() -> None:
     )
 
 
-def _recipe_picker() -> None:
+def _recipe_picker(draft: drafts.Draft) -> None:
+    if ui.TRAIN_RECIPE not in st.session_state:
+        # A new session (a reload, another tab): the picker starts on the recipe the form
+        # holds, if it holds one, not on Fast while the form shows another.
+        held = (draft.augment, draft.model, draft.train)
+        match = next((n for n, r in RECIPES.items() if (r.augment, r.model, r.train) == held), None)
+        if match is not None:
+            st.session_state[ui.TRAIN_RECIPE] = match
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     name = c1.selectbox(
         "Start from a recipe",
@@ -271,6 +284,31 @@ def _small_data_section(draft: drafts.Draft) -> None:
                 on_click=_apply_advice,
                 args=(advice.config,),
             )
+
+
+def _shapes_section(draft: drafts.Draft) -> None:
+    """On the generated shapes set, the Fast CNN learns little: say so, offer the shapes recipe.
+
+    The Fashion-MNIST recipes' network has one convolution; the shapes (any colour, size
+    and angle) need more of them and more steps than 6 epochs of 3000 images give. Shown
+    while the draft trains shapes with the Fast CNN, not once the user picked another model.
+    """
+    if draft.data.source != "shapes" or draft.model.preset != "fast_cnn":
+        return
+    with st.container(border=True):
+        st.markdown(
+            "**Generated shapes** · the Fast CNN is tuned for Fashion-MNIST: with one "
+            "convolution it learns little of the shapes in a few epochs. The Shapes demo "
+            "recipe is the one that trained the shipped shapes-demo model."
+        )
+        st.caption(RECIPE_INFO["shapes"].description)
+        st.button(
+            "Use the Shapes demo recipe",
+            key=ui.TRAIN_SHAPES_USE,
+            icon=":material/category:",
+            on_click=_use_recipe,
+            args=("shapes",),
+        )
 
 
 def _hyperparameter_form() -> None:
@@ -699,7 +737,8 @@ st.title("Train")
 _draft = forms.bind("train", "run_name")
 _recipe_summary(_draft)
 _small_data_section(_draft)
-_recipe_picker()
+_shapes_section(_draft)
+_recipe_picker(_draft)
 _lr_finder_section(_draft)
 forms.show_notice()
 _hyperparameter_form()

@@ -71,6 +71,7 @@ TRAIN_DELETE_NO = "train_delete_no"  # button: keep the run
 TRAIN_ADVICE_APPLY = "train_small_data_apply"  # button: apply the small-data advice
 TRAIN_RECIPE = "train_recipe_pick"  # selectbox: a named recipe (lib.recipes)
 TRAIN_RECIPE_USE = "train_recipe_use"  # button: apply the picked recipe
+TRAIN_SHAPES_USE = "train_shapes_recipe_use"  # button: the Shapes demo recipe, for shapes
 TRAIN_ACTION_MSG = "train_action_message"  # (kind, text) of the last button's result
 TRAIN_FORM_DRAWN = "train_form_drawn"  # (draft id, revision) the Train form was drawn from
 TRAIN_CURVES_CHART = "train_curves_chart"  # live loss/accuracy chart

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from drafts_helper import draft_of, open_page
+from drafts_helper import draft_of, open_page, reload
 from streamlit.testing.v1 import AppTest
 
 from lib import runstore
@@ -111,6 +111,32 @@ def test_picking_the_accurate_recipe_sets_model_augmentation_and_training():
     for name, value in RECIPES["accurate"].train.to_dict().items():
         assert widget_value(at, name) == value, name
     assert RECIPES["accurate"].model.preset in " ".join(md.value for md in at.markdown)
+
+
+def test_on_the_shapes_set_the_fast_cnn_gets_the_shapes_recipe_offered():
+    at = open_train_page(DataConfig(), model=ModelConfig())  # the defaults: shapes, Fast CNN
+    assert "Generated shapes" in texts(at)
+    data_before = draft_of(at).data
+    at.button(key=ui.TRAIN_SHAPES_USE).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    draft = draft_of(at)
+    shapes = RECIPES["shapes"]
+    assert (draft.model, draft.train, draft.augment) == (shapes.model, shapes.train, shapes.augment)
+    assert draft.data == data_before
+    for name, value in shapes.train.to_dict().items():
+        assert widget_value(at, name) == value, name
+    assert at.selectbox(key=ui.TRAIN_RECIPE).value == "shapes"
+    assert "Generated shapes" not in texts(at)  # offered while it applies, not after
+    assert not runstore.list_run_dirs()
+    again = reload(at, "train")  # a new session: the picker starts on the recipe the form holds
+    assert again.selectbox(key=ui.TRAIN_RECIPE).value == "shapes"
+    assert open_train_page().selectbox(key=ui.TRAIN_RECIPE).value == "fast"  # none held
+
+
+def test_the_shapes_offer_is_not_made_for_other_datasets_or_models():
+    assert "Generated shapes" not in texts(open_train_page(model=ModelConfig()))  # digits
+    assert "Generated shapes" not in texts(open_train_page(DataConfig()))  # a custom CNN
 
 
 def test_editing_a_field_starts_nothing_and_is_saved_at_once():

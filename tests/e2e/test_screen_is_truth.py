@@ -7,6 +7,8 @@
 - The run being watched stays in the box when it completes (another run then trains);
   Delete asks first and says what goes.
 - Weights that cannot be had here are refused at Start with the Model page's words.
+- On the default shapes set, the Train page offers the shapes-demo model's recipe: one
+  click fills the form with it, a reload keeps it, and nothing starts.
 """
 
 from __future__ import annotations
@@ -187,6 +189,34 @@ def test_use_recipe_then_double_click_start_trains_exactly_what_the_form_shows(
             assert got == value, f"{name}: the form showed {value!r}, the run has {got!r}"
     finally:
         jobs.request_stop(run_id)
+
+
+def test_on_the_default_shapes_set_one_click_puts_the_shapes_recipe_in_the_form(
+    streamlit_server, page, steps
+):
+    before = _run_ids()
+    open_page(page, streamlit_server, "train")  # a new draft: shapes and the Fast CNN
+    assert "Generated shapes" in main_text(page), main_text(page)
+    click(page, "Use the Shapes demo recipe")
+    steps(page, "shapes-recipe-used")
+    shapes = RECIPES["shapes"].train
+    assert (_number(page, "Epochs"), _number(page, "Batch size")) == (
+        str(shapes.epochs),
+        str(shapes.batch_size),
+    )
+    assert float(_number(page, "Warm-up epochs")) == shapes.warmup_epochs
+    assert "custom CNN (4 blocks)" in _sidebar(page), _sidebar(page)
+    assert _combo(page, "Start from a recipe") == "Shapes demo"
+
+    page.reload()
+    wait_idle(page)
+    assert_healthy(page)
+    steps(page, "reloaded")
+    assert _number(page, "Epochs") == str(shapes.epochs)
+    assert "custom CNN (4 blocks)" in _sidebar(page)
+    assert _combo(page, "Start from a recipe") == "Shapes demo"  # not Fast beside it
+    assert "Generated shapes" not in main_text(page)  # offered while it applies only
+    assert _run_ids() == before, "choosing a recipe started a run"
 
 
 def _tiny(epochs: int, name: str) -> RunConfig:

@@ -130,3 +130,19 @@ def test_the_sentence_gives_the_load_and_the_highest_threshold_reached(tmp_path,
         )
     finally:
         measured.clear_cache()
+
+
+def test_the_shapes_recipe_is_the_shipped_shapes_demo_models():
+    card = json.loads(recipes.SHAPES_CARD.read_text(encoding="utf-8"))
+    trained = RunConfig.from_dict(card["training_config"])
+    shapes = RECIPES["shapes"]
+    assert (shapes.model, shapes.train, shapes.augment) == (
+        trained.model,
+        trained.train,
+        trained.augment,
+    )
+    assert shapes.data == RunConfig().data  # a recipe leaves the dataset to the user
+    text = RECIPE_INFO["shapes"].description
+    assert f"{card['metrics']['test_accuracy']:.1%} test accuracy" in text
+    assert f"after {card['metrics']['epochs_done']} epochs" in text
+    assert "models/shapes-demo/card.json" in text
