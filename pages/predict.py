@@ -308,6 +308,7 @@ def _unknown_threshold(entry: registry.ModelEntry, predictor) -> float | None:
         min_value=float(low),
         max_value=float(high),
         step=float((high - low) / 400) or 0.01,
+        format="%.3g",  # as the caption below writes it (the default showed 0.89 for 0.895)
         key=ui.PRED_UNKNOWN_THRESHOLD,
         help=(
             f"Images scoring above it are answered 'unknown'. Score: {detector.score_name} "

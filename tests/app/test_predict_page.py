@@ -248,6 +248,8 @@ def _fashion_png(index: int = 0) -> bytes:
 def test_uniform_noise_is_answered_unknown_with_score_and_nearest_classes(page):
     slider = page.slider(key=ui.PRED_UNKNOWN_THRESHOLD)
     assert "rejects **5.0%** of the validation images" in " ".join(m.value for m in page.caption)
+    shown = slider.proto.format % slider.value  # the number above the slider's knob
+    assert f"At {shown} this rejects" in " ".join(m.value for m in page.caption)
     page.file_uploader(key=ui.PRED_IMAGES).set_value(
         ("noise.png", _image_bytes("PNG", (28, 28, 3), seed=4), "image/png")
     )
