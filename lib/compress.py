@@ -28,7 +28,9 @@ slows all alike) and top-1 agreement with the Keras model. The job
 variant files and ``tradeoff.json`` into the job folder, which lives with the
 model: ``<run>/compress`` for a run, ``<saved model>/compress`` for a model
 saved in the workspace, and the workspace's ``compress/<name>-<hash>`` for the
-shipped (read-only, in git) and uploaded models.
+shipped (read-only, in git) and uploaded models. It is a side job of
+:mod:`lib.jobs` (``status.json``, ``log.txt``), its stages phase events with their
+share done in ``progress.jsonl``; :func:`read_job` reads them back.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import io
 import json
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from lib import runstore
 from lib.errors import KestrelError
 from lib.registry import ModelCard, ModelEntry, load_model, sanitize_name
 from lib.runstore import atomic_write_bytes, atomic_write_json
@@ -77,9 +79,11 @@ MIN_PRUNABLE_WEIGHTS = 1024  # smaller kernels are not pruned (see prunable_kern
 FLAG_POINTS = 5.0  # a class losing more accuracy than this (percentage points) is flagged
 JOB_FOLDER = "compress"
 JOB_FILE = "job.json"
-STATUS_FILE = "status.json"
+STATUS_FILE = runstore.STATUS_FILE  # a side job's status (lib.jobs.start_side_job)
 TABLE_FILE = "tradeoff.json"
-LOG_FILE = "log.txt"
+LOG_FILE = runstore.LOG_FILE
+PROGRESS_FILE = runstore.PROGRESS_FILE  # phase events: the stage and its share done
+SHARE_STEPS = 1000  # a stage's share done is recorded as done/SHARE_STEPS
 PRUNED_MODEL_FILE = "pruned.keras"
 
 
@@ -729,32 +733,29 @@ def job_dir(entry: ModelEntry, create: bool = True) -> Path:
     return path
 
 
-def _write_status(folder: Path, **changes: Any) -> None:
-    path = folder / STATUS_FILE
-    try:
-        status = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        status = {}
-    status.update(changes)
-    atomic_write_json(path, status)
-
-
 def read_job(folder: Path) -> JobStatus:
-    """The job's state from its folder; a "running" job whose process is gone is marked failed."""
-    from lib.jobs import process_alive
+    """The job's state from its folder; a "running" job whose process is gone is marked failed.
+
+    The status is a side job's (lib.jobs); the stage and its share done are the newest
+    phase event's, and a completed job's table is read with it.
+    """
+    from lib import jobs
+    from lib.progress import PhaseEvent, iter_events
 
     folder = Path(folder)
-    try:
-        raw = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raw = {}
-    names = {f.name for f in dataclasses.fields(JobStatus)} - {"table", "folder"}
-    status = JobStatus(**{k: v for k, v in raw.items() if k in names}, folder=folder)
-    if status.running and not process_alive(status.pid, status.pid_start):
-        _write_status(folder, state="failed", ended=time.time(),
-                      error="the compression process ended without reporting (killed or crashed); start it again")  # fmt: skip
-        return read_job(folder)
+    if not (folder / STATUS_FILE).is_file():
+        return JobStatus(folder=folder)
+    run = jobs.side_job_status(folder, "the compression job")
+    status = JobStatus(
+        state=run.state, started=run.started, ended=run.ended, pid=run.pid,
+        pid_start=run.pid_start, error=run.error, folder=folder,
+    )  # fmt: skip
+    phases = [e for e in iter_events(folder, 16_384) if isinstance(e, PhaseEvent)]
+    if phases:
+        status.stage = phases[-1].phase
+        status.progress = phases[-1].done / phases[-1].total if phases[-1].total else 0.0
     if status.state == "completed":
+        status.stage, status.progress = "done", 1.0
         with contextlib.suppress(OSError, ValueError):
             status.table = json.loads((folder / TABLE_FILE).read_text(encoding="utf-8"))
     return status
@@ -766,7 +767,7 @@ def start(entry: ModelEntry, options: CompressOptions) -> Path:
     Raises:
         CompressError: bad options, no dataset in the card, or a job already running.
     """
-    from lib.jobs import process_start_ticks, spawn_worker
+    from lib.jobs import start_side_job
 
     options.validate()
     dataset_config(entry.card)  # refuse a card without a dataset before starting anything
@@ -781,46 +782,46 @@ def start(entry: ModelEntry, options: CompressOptions) -> Path:
         "options": options.to_dict(),
     }
     atomic_write_json(folder / JOB_FILE, job)
-    with contextlib.suppress(FileNotFoundError):
-        (folder / TABLE_FILE).unlink()
-    proc = spawn_worker(["-m", "lib.compress", str(folder)], folder / LOG_FILE)
-    atomic_write_json(
-        folder / STATUS_FILE,
-        {"state": "running", "stage": "starting", "progress": 0.0, "started": time.time(),
-         "pid": proc.pid, "pid_start": process_start_ticks(proc.pid), "error": ""},
-    )  # fmt: skip
+    for old in (TABLE_FILE, PROGRESS_FILE):  # the last job's table and stages
+        with contextlib.suppress(FileNotFoundError):
+            (folder / old).unlink()
+    start_side_job(folder, ["-m", "lib.compress", str(folder)])
     return folder
+
+
+def _stage_recorder(phase, echo: bool = False):
+    """``say(stage, share)`` for :func:`tradeoff`: a phase event at most every 0.5 s."""
+    last = [0.0, ""]
+
+    def say(stage: str, share: float) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.5 or share >= 1.0 or stage != last[1]:
+            last[0], last[1] = now, stage
+            phase(stage, done=round(share * SHARE_STEPS), total=SHARE_STEPS)
+            if echo:
+                print(f"{share:4.0%} {stage}", flush=True)
+
+    return say
 
 
 def run_job(folder: Path) -> int:
     """The job process: build, measure, write ``tradeoff.json``; status says how it went."""
+    from lib.jobs import run_side_job
+
     folder = Path(folder)
-    try:
+
+    def work(phase) -> dict[str, Any]:
         job = json.loads((folder / JOB_FILE).read_text(encoding="utf-8"))
         entry = ModelEntry(
             job["name"], job["source"], Path(job["model_path"]), ModelCard.from_dict(job["card"])
         )
         options = CompressOptions.from_dict(job["options"])
-        last = [0.0]
-
-        def say(stage: str, share: float) -> None:
-            now = time.monotonic()
-            if now - last[0] > 0.5 or share >= 1.0:
-                last[0] = now
-                _write_status(folder, stage=stage, progress=round(share, 3))
-
-        table = tradeoff(entry, options, folder, say)
+        table = tradeoff(entry, options, folder, _stage_recorder(phase))
         atomic_write_json(folder / TABLE_FILE, table)
-        _write_status(folder, state="completed", ended=time.time(), progress=1.0, stage="done")
-        return 0
-    except KestrelError as exc:
-        _write_status(folder, state="failed", ended=time.time(), error=str(exc))
-        return 2
-    except Exception as exc:  # a bug: the log holds the traceback, the status says where
-        traceback.print_exc()
-        _write_status(folder, state="failed", ended=time.time(),
-                      error=f"{type(exc).__name__}: {exc} (traceback in {folder / LOG_FILE})")  # fmt: skip
-        return 1
+        return table
+
+    state, _, _ = run_side_job(folder, work)
+    return 0 if state == "completed" else 1
 
 
 if __name__ == "__main__":
@@ -917,14 +918,23 @@ def cli_export(args) -> int:
     ).validate()
     stem = sanitize_name(entry.name.rsplit(".keras", 1)[0] or "model")
     if args.tradeoff:
+        from lib.jobs import run_side_job
+
         folder = job_dir(entry)
-        table = tradeoff(
-            entry, options, folder, lambda stage, share: print(f"{share:4.0%} {stage}", flush=True)
-        )
-        atomic_write_json(folder / TABLE_FILE, table)
-        _write_status(
-            folder, state="completed", ended=time.time(), progress=1.0, stage="done", error=""
-        )
+        if read_job(folder).running:
+            raise CompressError("a compression job for this model is already running; wait for it")
+        for old in (TABLE_FILE, PROGRESS_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / old).unlink()
+
+        def work(phase) -> dict[str, Any]:
+            table = tradeoff(entry, options, folder, _stage_recorder(phase, echo=True))
+            atomic_write_json(folder / TABLE_FILE, table)
+            return table
+
+        state, error, table = run_side_job(folder, work)
+        if state != "completed":
+            raise CompressError(error)
         print(format_table(table))
         print(f"stored with the model in {folder}")
         return 0

@@ -139,7 +139,8 @@ def _spawn(run_dir: Path) -> subprocess.Popen:
 
 # ---------------------------------------------------------------------------
 # Side jobs: one background process per folder, with a status.json like a run's
-# (health checks, robustness reports). They are not queued: they start at once.
+# (health checks, robustness reports, compression jobs, learning-rate sweeps). They are
+# not queued: they start at once.
 
 
 def start_side_job(folder: Path, args: list[str]) -> int:
@@ -178,7 +179,8 @@ def side_job_status(folder: Path, what: str) -> RunStatus:
 def run_side_job(folder: Path, work, *, echo: bool = False) -> tuple[str, str, Any]:
     """Run ``work(phase)`` as the side job of ``folder``; (state, error, result).
 
-    ``phase(text)`` records a phase event (and prints it with ``echo``). The status is
+    ``phase(text)`` records a phase event (and prints it with ``echo``);
+    ``phase(text, done=n, total=N)`` one that counts (n of N done). The status is
     "running" with this process' pid while ``work`` runs; afterwards it is "completed",
     or "failed" with the error (a KestrelError's message as it is, anything else with its
     type and the traceback in the log). The end is recorded as an event too.
@@ -197,8 +199,8 @@ def run_side_job(folder: Path, work, *, echo: bool = False) -> tuple[str, str, A
                               pid_start=process_start_ticks(os.getpid()), attempts=1),
         )  # fmt: skip
 
-    def phase(text: str) -> None:
-        append_event(folder, PhaseEvent(phase=text))
+    def phase(text: str, done: int = 0, total: int = 0) -> None:
+        append_event(folder, PhaseEvent(phase=text, done=done, total=total))
         if echo:
             print(text, flush=True)
 

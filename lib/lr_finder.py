@@ -22,12 +22,10 @@ Importing this module does not import TensorFlow; :func:`find_lr` does.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +43,10 @@ DIVERGE_FACTOR = 4.0  # stop once the smoothed loss is this many times its minim
 
 CONFIG_FILE = "config.json"
 RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.json"
-ERROR_FILE = "error.json"
-PID_FILE = "pid.json"
+# A background sweep is a side job (lib.jobs): status.json, log.txt, and its steps as
+# phase events in progress.jsonl. Files an older version wrote, removed at a new start:
+OLD_FILES = ("progress.json", "error.json", "pid.json")
+SWEEP_PHASE = "sweeping"
 
 
 class LRFinderError(KestrelError):
@@ -236,49 +235,44 @@ def start_background(config: RunConfig, key: str, *, steps: int = DEFAULT_STEPS)
     Raises:
         LRFinderError: a sweep for ``key`` is running already.
     """
+    from lib.progress import PhaseEvent, append_event
+
     folder = folder_for(key)
     folder.mkdir(parents=True, exist_ok=True)
     if state(folder)["state"] == "running":
         raise LRFinderError("a learning-rate sweep is running already; wait for it to finish")
-    for name in (RESULT_FILE, PROGRESS_FILE, ERROR_FILE):
+    for name in (RESULT_FILE, runstore.PROGRESS_FILE, runstore.LOG_FILE, *OLD_FILES):
         (folder / name).unlink(missing_ok=True)
     runstore.atomic_write_bytes(folder / CONFIG_FILE, (config.to_json() + "\n").encode("utf-8"))
-    runstore.atomic_write_json(folder / PROGRESS_FILE, {"done": 0, "total": steps})
-    (folder / "log.txt").unlink(missing_ok=True)
-    proc = jobs.spawn_worker(["-m", "lib.lr_finder", str(folder), str(steps)], folder / "log.txt")
-    runstore.atomic_write_json(
-        folder / PID_FILE, {"pid": proc.pid, "pid_start": jobs.process_start_ticks(proc.pid)}
-    )
+    append_event(folder, PhaseEvent(phase=SWEEP_PHASE, done=0, total=steps))
+    jobs.start_side_job(folder, ["-m", "lib.lr_finder", str(folder), str(steps)])
     return folder
 
 
 def state(folder: Path) -> dict[str, Any]:
-    """{"state": "none" | "running" | "done" | "failed", "done", "total", "error", "result"}."""
+    """{"state": "none" | "running" | "done" | "failed", "done", "total", "error", "result"}.
+
+    A "running" sweep whose process is gone reads failed (lib.jobs.side_job_status).
+    """
+    from lib.progress import PhaseEvent, iter_events
+
     folder = Path(folder)
     out: dict[str, Any] = {"state": "none", "done": 0, "total": 0, "error": "", "result": None}
-    if (folder / RESULT_FILE).is_file():
+    if not (folder / runstore.STATUS_FILE).is_file():
+        return out
+    status = jobs.side_job_status(folder, "the sweep")
+    steps = [e for e in iter_events(folder, 4096) if isinstance(e, PhaseEvent) and e.total]
+    if steps:
+        out.update(done=steps[-1].done, total=steps[-1].total)
+    if status.state == "completed":
         try:
             out.update(state="done", result=LRFindResult.load(folder / RESULT_FILE))
-            return out
         except (OSError, ValueError, KeyError, TypeError):
-            pass
-    if (folder / ERROR_FILE).is_file():
-        try:
-            out["error"] = json.loads((folder / ERROR_FILE).read_text(encoding="utf-8"))["error"]
-        except (OSError, ValueError, KeyError):
-            out["error"] = "the sweep failed"
-        out["state"] = "failed"
-        return out
-    try:
-        pid = json.loads((folder / PID_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return out
-    with contextlib.suppress(OSError, ValueError):
-        out.update(json.loads((folder / PROGRESS_FILE).read_text(encoding="utf-8")))
-    if jobs.process_alive(pid.get("pid"), pid.get("pid_start")):
+            out.update(state="failed", error="the sweep's result is unreadable; run it again")
+    elif status.state == "failed":
+        out.update(state="failed", error=status.error or "the sweep failed")
+    else:  # queued (being started) or running
         out["state"] = "running"
-    else:
-        out.update(state="failed", error="the sweep's process ended without a result")
     return out
 
 
@@ -287,24 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0])
     steps = int(args[1]) if len(args) > 1 else DEFAULT_STEPS
-    last = [0.0]
 
-    def on_step(done: int, total: int) -> None:
-        if time.monotonic() - last[0] > 0.5 or done == total:
-            runstore.atomic_write_json(folder / PROGRESS_FILE, {"done": done, "total": total})
-            last[0] = time.monotonic()
+    def work(phase) -> None:
+        last = [0.0]
 
-    try:
+        def on_step(done: int, total: int) -> None:
+            if time.monotonic() - last[0] > 0.5 or done == total:
+                phase(SWEEP_PHASE, done=done, total=total)
+                last[0] = time.monotonic()
+
         config = RunConfig.load(str(folder / CONFIG_FILE))
-        result = find_lr(config, steps=steps, echo=True, on_step=on_step)
-    except Exception as exc:
-        message = str(exc) if isinstance(exc, KestrelError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, KestrelError):
-            traceback.print_exc()
-        runstore.atomic_write_json(folder / ERROR_FILE, {"error": message})
-        return 1
-    result.save(folder / RESULT_FILE)
-    return 0
+        find_lr(config, steps=steps, echo=True, on_step=on_step).save(folder / RESULT_FILE)
+
+    outcome, _, _ = jobs.run_side_job(folder, work)
+    return 0 if outcome == "completed" else 1
 
 
 if __name__ == "__main__":

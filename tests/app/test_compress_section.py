@@ -17,6 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lib import compress
+from lib.progress import PhaseEvent, append_event
 from pages import ui
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,15 +119,16 @@ def test_a_running_job_shows_its_stage(page, monkeypatch):
         folder = compress.job_dir(entry)
         compress.atomic_write_json(
             folder / compress.STATUS_FILE,
-            {"state": "running", "stage": "pruning (fine-tuning)", "progress": 0.4,
-             "pid": os.getpid(), "pid_start": process_start_ticks(os.getpid())},
-        )  # fmt: skip
+            {"state": "running", "pid": os.getpid(), "pid_start": process_start_ticks(os.getpid())},
+        )
+        append_event(folder, PhaseEvent(phase="pruning (fine-tuning)", done=400, total=1000))
         return folder
 
     monkeypatch.setattr(compress, "start", fake_start)
     page.button(key=ui.PRED_COMPRESS_START).click().run()
     assert not page.exception, [e.value for e in page.exception]
-    assert "pruning (fine-tuning)" in " ".join(p.proto.text for p in page.get("progress"))
+    (bar,) = page.get("progress")
+    assert "pruning (fine-tuning)" in bar.proto.text and bar.proto.value == 40
     assert ui.PRED_COMPRESS_START not in [b.key for b in page.button]  # no second start
 
 

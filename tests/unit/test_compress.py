@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
 
-from lib import compress, registry
+from lib import compress, jobs, registry
 from lib.compress import CompressError, CompressOptions
+from lib.progress import EndEvent, PhaseEvent, read_events
 
 
 def _tiny_cnn(seed: int = 0):
@@ -182,18 +184,26 @@ def test_job_runs_in_its_own_process_and_stores_the_table_with_the_run():
     opts = CompressOptions(variants=("tflite", "int8"), test_images=200, latency_repeats=5)
     folder = compress.start(entry, opts)
     assert folder == run / "compress"
+    # start() returns once the worker is recorded; the worker needs seconds to import
+    # TensorFlow alone, so the job is running here, in another process.
     status = compress.read_job(folder)
-    assert status.state in ("running", "completed")
-    if status.running:
-        with pytest.raises(CompressError, match="already running"):
-            compress.start(entry, opts)
+    assert status.state == "running", status
+    assert status.pid != os.getpid() and jobs.process_alive(status.pid, status.pid_start)
+    with pytest.raises(CompressError, match="already running"):
+        compress.start(entry, opts)
     deadline = time.monotonic() + 300
-    while compress.read_job(folder).running and time.monotonic() < deadline:
+    while (status := compress.read_job(folder)).running and time.monotonic() < deadline:
         time.sleep(0.5)
-    status = compress.read_job(folder)
     assert status.state == "completed", status.error
+    assert (status.stage, status.progress) == ("done", 1.0)
     assert [r["variant"] for r in status.table["rows"]] == ["keras", "tflite", "int8"]
     assert (folder / status.table["rows"][2]["file"]).is_file()
+    # Its stages were recorded as phase events with their share done, and its end.
+    events = read_events(folder)
+    phases = [e for e in events if isinstance(e, PhaseEvent)]
+    assert phases and all(e.total == compress.SHARE_STEPS for e in phases)
+    assert any("int8" in e.phase for e in phases), [e.phase for e in phases]
+    assert isinstance(events[-1], EndEvent) and events[-1].state == "completed"
 
 
 def test_a_dead_job_is_marked_failed(tmp_path):
@@ -201,7 +211,8 @@ def test_a_dead_job_is_marked_failed(tmp_path):
         tmp_path / compress.STATUS_FILE, {"state": "running", "pid": 2**22 + 12345}
     )
     status = compress.read_job(tmp_path)
-    assert status.state == "failed" and "ended without reporting" in status.error
+    assert status.state == "failed" and "ended without finishing" in status.error
+    assert compress.read_job(tmp_path / "none").state == "none"  # never started
 
 
 def test_a_card_without_dataset_is_refused_before_starting(tmp_path):

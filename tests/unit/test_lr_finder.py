@@ -79,13 +79,26 @@ def test_background_sweep_writes_its_result():
     state = lr_finder.state(folder)
     assert state["state"] == "done", (state, (folder / "log.txt").read_text())
     assert len(state["result"].learning_rates) == 30
+    assert (state["done"], state["total"]) == (30, 30)  # its last step event
+    assert runstore.read_status(folder).pid not in (None, os.getpid())  # its own process
+
+
+def test_a_sweep_whose_process_died_reads_failed():
+    folder = lr_finder.folder_for("draft4")
+    folder.mkdir(parents=True)
+    runstore.atomic_write_json(
+        folder / runstore.STATUS_FILE, {"state": "running", "pid": 2**22 + 7}
+    )
+    state = lr_finder.state(folder)
+    assert state["state"] == "failed" and "ended without finishing" in state["error"]
+    assert lr_finder.state(lr_finder.folder_for("never"))["state"] == "none"
 
 
 def test_a_second_sweep_while_one_runs_is_refused():
     folder = lr_finder.folder_for("draft3")
     folder.mkdir(parents=True)
     me = {"pid": os.getpid(), "pid_start": jobs.process_start_ticks(os.getpid())}
-    runstore.atomic_write_json(folder / lr_finder.PID_FILE, me)
+    runstore.atomic_write_json(folder / runstore.STATUS_FILE, {"state": "running", **me})
     assert lr_finder.state(folder)["state"] == "running"
     with pytest.raises(lr_finder.LRFinderError, match="running already"):
         lr_finder.start_background(TINY, "draft3")
