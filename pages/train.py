@@ -207,8 +207,10 @@ def _lr_finder_section(draft: drafts.Draft) -> None:
 
     def panel(was_running: bool) -> None:
         state = lr_finder.state(folder)
-        if was_running and state["state"] != "running":
-            st.rerun()  # done: redraw the page without the timer
+        if was_running != (state["state"] == "running"):
+            # Started (Run the sweep reruns this fragment only, which has no timer yet) or
+            # done: redraw the page, so the fragment gets its timer or loses it.
+            st.rerun()
         c1, c2 = st.columns([1, 3], vertical_alignment="center")
         c1.button(
             "Run the sweep" if state["state"] == "none" else "Run it again",
@@ -230,17 +232,20 @@ def _lr_finder_section(draft: drafts.Draft) -> None:
                 f"loss, {result.min_loss_lr:.2g}); the form has {draft.train.learning_rate:.2g}."
             )
             st.plotly_chart(lr_finder.result_figure(result), key=ui.TRAIN_LRF_CHART)
-            st.button(
+            if st.button(
                 f"Use {rate:.2g}",
                 key=ui.TRAIN_LRF_APPLY,
                 type="primary",
-                on_click=apply,
-                args=(rate,),
                 disabled=rate == draft.train.learning_rate,
-            )
+            ):
+                apply(rate)
+                # The whole page, not this fragment: the form below must show the new rate.
+                st.rerun()
 
-    running = lr_finder.state(folder)["state"] == "running"
-    with st.expander("Find a learning rate", expanded=running, icon=":material/insights:"):
+    sweep = lr_finder.state(folder)["state"]
+    running = sweep == "running"
+    # Open from the start of a sweep on, so its end (a rerun) does not fold the result away.
+    with st.expander("Find a learning rate", expanded=sweep != "none", icon=":material/insights:"):
         st.caption(
             f"Trains the recipe for {lr_finder.DEFAULT_STEPS} steps while the learning rate "
             "grows from 1e-6 to 1 and plots the loss against it; nothing is kept."

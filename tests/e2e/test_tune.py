@@ -10,6 +10,7 @@ runs list shows the study's three trials together when asked to.
 
 from __future__ import annotations
 
+import re
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -139,3 +140,31 @@ def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
         f"lr search · trial {n}" for n in range(TRIALS)
     ], runs
     steps(page, "train-runs-of-the-study")
+
+
+def test_the_learning_rate_finder_follows_its_sweep_to_the_suggestion_by_itself(
+    streamlit_server, page, steps
+):
+    open_page(page, streamlit_server, "dataset")
+    select(page, "Source", "Digits — scikit-learn 8×8")
+    wait_for_text(page, r"In use: digits")
+    navigate(page, "Train")
+    act(page, page.get_by_text("Find a learning rate", exact=True).click)
+    click(page, "Run the sweep")
+    wait_for_text(page, r"sweeping: step \d+ of 200")
+    steps(page, "sweep-started")
+    # Nothing more is clicked: the panel follows the sweep in its own process to the end
+    # (it stayed at "step 0 of 200" when the click had rerun it without its timer).
+    found = wait_for_text(page, r"Suggested learning rate (\S+) \(", timeout_s=300)
+    steps(page, "sweep-done")
+    rate = found.group(1)
+    click(page, f"Use {rate}")
+    shown = page.get_by_role("spinbutton", name="Learning rate").first.input_value()
+    assert float(shown) == pytest.approx(float(rate), rel=0.05)  # the form shows %.1e
+    wait_for_text(page, rf"the form has {re.escape(rate)}")
+    steps(page, "suggestion-used")
+    page.reload()
+    wait_idle(page)
+    shown = page.get_by_role("spinbutton", name="Learning rate").first.input_value()
+    assert float(shown) == pytest.approx(float(rate), rel=0.05)
+    assert "Suggested learning rate" in main_text(page)  # the result is still there, open
