@@ -102,6 +102,38 @@ def test_pruning_reaches_its_sparsity_and_leaves_the_model(tiny):
     )
 
 
+def test_pruning_keeps_batchnorm_statistics_and_prunes_a_short_run_gradually(monkeypatch):
+    import keras
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 255, (256, 8, 8, 1), dtype=np.uint8)
+    y = (x.reshape(256, -1).mean(1) > 127).astype(np.int64)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(32, 3, padding="same")(keras.layers.Rescaling(1 / 255)(inputs))
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.Flatten()(keras.layers.ReLU()(h))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model(x[:4].astype(np.float32))
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.full(32, 0.25, np.float32))  # "trained" statistics
+    updates = []
+    cls = compress._pruning_callback_class()
+    original = cls._update
+
+    def counting(self, sparsity):
+        updates.append(sparsity)
+        original(self, sparsity)
+
+    monkeypatch.setattr(cls, "_update", counting)
+    monkeypatch.setattr(compress, "_pruning_callback_class", lambda: cls)
+    # 256 images, 2 passes in batches of 64: 8 steps, so the mask follows every step.
+    opts = CompressOptions(sparsity=0.8, prune_epochs=2)
+    pruned = compress.prune(model, x, y, opts)
+    np.testing.assert_array_equal(pruned.get_layer("bn").moving_mean.numpy(), np.full(32, 0.25))
+    assert compress.sparsity_of(pruned) == pytest.approx(0.8, abs=0.002)
+    assert len(set(updates)) >= 5, updates  # gradual, not 0 then 0.8 at once
+
+
 @pytest.mark.parametrize(
     ("schedule", "step", "expected"),
     [
