@@ -320,15 +320,16 @@ def study_panel() -> None:
     if best is not None and best.user_attrs.get("run_id"):
         run_id = best.user_attrs["run_id"]
         c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
-        c1.button(
+        if c1.button(
             "Use best",
             key=ui.TUNE_USE_BEST,
             type="primary",
             icon=":material/done_all:",
-            on_click=_use_best,
-            args=(run_id, best.number),
             help="Put the best trial's augmentation, model and training into the draft.",
-        )
+        ):
+            _use_best(run_id, best.number)
+            # The whole page, not this fragment: the sidebar's draft summary shows it too.
+            st.rerun()
         c2.text_input(
             "Registry name", value=f"{spec.slug}-best", key=ui.TUNE_SAVE_NAME, max_chars=80
         )

@@ -123,6 +123,8 @@ def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
     assert any(row["trial"] == str(best.number) and row["state"] == "complete" for row in rows)
     click(page, "Use best")
     wait_for_text(page, rf"Trial {best.number}'s recipe is in the draft")
+    # The whole page was redrawn, not only the study panel: the draft's notice is up top.
+    wait_for_text(page, rf"The draft now holds trial {best.number}'s", timeout_s=10)
     draft_id = parse_qs(urlparse(page.url).query)["draft"][0]
     draft = drafts.load(draft_id)
     assert draft.train.learning_rate == best_lr and draft.train.epochs == 1
