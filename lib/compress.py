@@ -784,9 +784,7 @@ def start(entry: ModelEntry, options: CompressOptions) -> Path:
 
     options.validate()
     dataset_config(entry.card)  # refuse a card without a dataset before starting anything
-    folder = job_dir(entry)
-    if read_job(folder).running:
-        raise CompressError("a compression job for this model is already running; wait for it")
+    folder = _new_job_folder(entry)
     job = {
         "name": entry.name,
         "source": entry.source,
@@ -795,10 +793,22 @@ def start(entry: ModelEntry, options: CompressOptions) -> Path:
         "options": options.to_dict(),
     }
     atomic_write_json(folder / JOB_FILE, job)
-    for old in (TABLE_FILE, PROGRESS_FILE):  # the last job's table and stages
+    start_side_job(folder, ["-m", "lib.compress", str(folder)])
+    return folder
+
+
+def _new_job_folder(entry: ModelEntry) -> Path:
+    """``entry``'s job folder, cleared of the last job's table and stages.
+
+    Raises:
+        CompressError: a job for ``entry`` is running.
+    """
+    folder = job_dir(entry)
+    if read_job(folder).running:
+        raise CompressError("a compression job for this model is already running; wait for it")
+    for old in (TABLE_FILE, PROGRESS_FILE):
         with contextlib.suppress(FileNotFoundError):
             (folder / old).unlink()
-    start_side_job(folder, ["-m", "lib.compress", str(folder)])
     return folder
 
 
@@ -933,12 +943,7 @@ def cli_export(args) -> int:
     if args.tradeoff:
         from lib.jobs import run_side_job
 
-        folder = job_dir(entry)
-        if read_job(folder).running:
-            raise CompressError("a compression job for this model is already running; wait for it")
-        for old in (TABLE_FILE, PROGRESS_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (folder / old).unlink()
+        folder = _new_job_folder(entry)
 
         def work(phase) -> dict[str, Any]:
             table = tradeoff(entry, options, folder, _stage_recorder(phase, echo=True))
