@@ -22,6 +22,7 @@ Importing this module does not import TensorFlow; :func:`find_lr` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -259,6 +260,9 @@ def state(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     out: dict[str, Any] = {"state": "none", "done": 0, "total": 0, "error": "", "result": None}
     if not (folder / runstore.STATUS_FILE).is_file():
+        if (folder / RESULT_FILE).is_file():  # a sweep an older version ran: its result
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                out.update(state="done", result=LRFindResult.load(folder / RESULT_FILE))
         return out
     status = jobs.side_job_status(folder, "the sweep")
     steps = [e for e in iter_events(folder, 4096) if isinstance(e, PhaseEvent) and e.total]

@@ -94,6 +94,18 @@ def test_a_sweep_whose_process_died_reads_failed():
     assert lr_finder.state(lr_finder.folder_for("never"))["state"] == "none"
 
 
+def test_a_result_an_older_version_left_without_a_status_is_still_shown():
+    folder = lr_finder.folder_for("draft5")
+    folder.mkdir(parents=True)
+    result = lr_finder.LRFindResult(
+        learning_rates=[1e-3, 1e-2], losses=[2.0, 1.5], raw_losses=[2.0, 1.0],
+        suggestion=1e-3, min_loss_lr=1e-2, diverged=False, seconds=1.0,
+    )  # fmt: skip
+    result.save(folder / lr_finder.RESULT_FILE)
+    state = lr_finder.state(folder)
+    assert state["state"] == "done" and state["result"].suggestion == 1e-3
+
+
 def test_a_second_sweep_while_one_runs_is_refused():
     folder = lr_finder.folder_for("draft3")
     folder.mkdir(parents=True)
