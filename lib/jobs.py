@@ -147,11 +147,17 @@ def start_side_job(folder: Path, args: list[str]) -> int:
     """Start the worker ``python ARGS`` for ``folder`` and record it as running; its pid.
 
     The folder's status.json goes from "queued" to "running" with the worker's pid and
-    start time, so :func:`side_job_status` can tell later whether it is still alive.
+    start time, so :func:`side_job_status` can tell later whether it is still alive; to
+    "failed" when no process could be started (JobError).
     """
     folder = Path(folder)
     runstore.write_status(folder, RunStatus(state="queued", created=time.time()))
-    proc = spawn_worker(args, folder / runstore.LOG_FILE)
+    try:
+        proc = spawn_worker(args, folder / runstore.LOG_FILE)
+    except OSError as exc:  # no process to wait for: say so, rather than "queued" for good
+        message = f"the background process could not start ({exc}); start it again"
+        runstore.update_status(folder, state="failed", ended=time.time(), error=message)
+        raise JobError(message) from None
     runstore.update_status(
         folder, state="running", started=time.time(), pid=proc.pid,
         pid_start=process_start_ticks(proc.pid), attempts=1,

@@ -263,6 +263,17 @@ def test_a_side_job_runs_reports_and_reads_failed_when_its_process_dies(tmp_path
     assert status.ended
 
 
+def test_a_side_job_whose_process_cannot_start_reads_failed_not_queued(tmp_path, monkeypatch):
+    def no_process(args, log_path):
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(jobs, "spawn_worker", no_process)
+    with pytest.raises(jobs.JobError, match=r"could not start .*Resource temporarily"):
+        jobs.start_side_job(tmp_path, ["-c", "pass"])
+    status = jobs.side_job_status(tmp_path, "the check")
+    assert status.state == "failed" and "start it again" in status.error
+
+
 def test_run_side_job_records_phases_results_and_each_kind_of_failure(tmp_path, capsys):
     from lib.errors import KestrelError
     from lib.progress import EndEvent, PhaseEvent, read_events
