@@ -280,6 +280,12 @@ def options(page, label: str) -> list[str]:
     return texts
 
 
+def use_digits(page) -> None:
+    """On the Dataset page, pick the scikit-learn digits and wait until they are in use."""
+    select(page, "Source", "Digits — scikit-learn 8×8")
+    wait_for_text(page, r"In use: digits")
+
+
 def navigate(page, title: str) -> None:
     """Go to another page the way a person does: the sidebar link (same session).
 

@@ -26,6 +26,7 @@ from helpers import (
     open_page,
     select,
     set_number,
+    use_digits,
     wait_connected,
     wait_for_text,
     wait_idle,
@@ -106,8 +107,7 @@ def test_two_contexts_keep_their_own_selections_and_share_runs(streamlit_server,
     for who in (alice, bob):
         open_page(who, streamlit_server, "")
         navigate(who, "Dataset")
-    select(alice, "Source", "Digits — scikit-learn 8×8")
-    wait_for_text(alice, r"In use: digits")
+    use_digits(alice)
     steps(alice, "alice-digits")
     set_number(bob, "Images", 600)
     wait_for_text(bob, r"In use: shapes \(600 × 64px\)")
@@ -139,7 +139,7 @@ def test_server_restart_while_training_keeps_the_status_true(
         page = new_page()
         open_page(page, base, "")  # not a deep link: that bug has its own test below
         navigate(page, "Dataset")
-        select(page, "Source", "Digits — scikit-learn 8×8")
+        use_digits(page)
         navigate(page, "Model")
         select(page, "Architecture", "LeNet-5")
         navigate(page, "Train")

@@ -27,6 +27,7 @@ from helpers import (
     navigate,
     open_page,
     select,
+    use_digits,
     wait_for_text,
     wait_idle,
     wait_without_text,
@@ -82,8 +83,7 @@ def test_enter_starts_nothing_and_the_draft_survives_reload_back_and_tabs(
     before = _run_ids()
     open_page(page, streamlit_server, "")
     navigate(page, "Dataset")
-    select(page, "Source", "Digits — scikit-learn 8×8")
-    wait_for_text(page, r"In use: digits")
+    use_digits(page)
     navigate(page, "Model")
     select(page, "Architecture", "LeNet-5")
     navigate(page, "Train")
@@ -134,8 +134,7 @@ def test_use_recipe_then_double_click_start_trains_exactly_what_the_form_shows(
     streamlit_server, page, steps
 ):
     open_page(page, streamlit_server, "dataset")
-    select(page, "Source", "Digits — scikit-learn 8×8")
-    wait_for_text(page, r"In use: digits")
+    use_digits(page)
     navigate(page, "Train")
     select(page, "Start from a recipe", "Accurate")
     click(page, "Use recipe")

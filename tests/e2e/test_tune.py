@@ -23,6 +23,7 @@ from helpers import (
     open_page,
     select,
     set_number,
+    use_digits,
     wait_for_text,
     wait_idle,
 )
@@ -72,8 +73,7 @@ def wait_rows(page, predicate, timeout_s: float, what: str) -> list[dict[str, st
 def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
     base = streamlit_server
     open_page(page, base, "dataset")
-    select(page, "Source", "Digits — scikit-learn 8×8")
-    wait_for_text(page, r"In use: digits")
+    use_digits(page)
     navigate(page, "Tune")
     steps(page, "tune-open")
 
@@ -148,8 +148,7 @@ def test_the_learning_rate_finder_follows_its_sweep_to_the_suggestion_by_itself(
     streamlit_server, page, steps
 ):
     open_page(page, streamlit_server, "dataset")
-    select(page, "Source", "Digits — scikit-learn 8×8")
-    wait_for_text(page, r"In use: digits")
+    use_digits(page)
     navigate(page, "Train")
     act(page, page.get_by_text("Find a learning rate", exact=True).click)
     click(page, "Run the sweep")
