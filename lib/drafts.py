@@ -14,6 +14,14 @@ making another.
     draft = new_draft()
     draft = save(draft.with_parts(train=draft.train.replace(epochs=3)))
     run_id, fresh = start_once(draft.id, lambda d: jobs.start_run(d.run_config()))
+
+Beside the recipe, a draft keeps what its user looks at (``drafts/<id>.view.json``):
+the runs picked on Compare, the curve shown, a segmented control's choice. These are
+no part of the recipe and do not raise its revision; they are kept for the same
+reasons (a reload, another page and back, a server restart show the same view).
+
+    save_view(draft.id, {"compare_runs_pick": ["20261202-…", "20261201-…"]})
+    load_view(draft.id)   # {} when nothing was kept or the file is damaged
 """
 
 from __future__ import annotations
@@ -213,6 +221,39 @@ def save(draft: Draft) -> Draft:
         return _write(
             dataclasses.replace(draft, revision=revision, updated=time.time(), started=started)
         )
+
+
+def view_path(draft_id: str) -> Path:
+    """The file of what draft ``draft_id``'s user looks at; DraftError for a malformed id."""
+    if not valid_id(draft_id):
+        raise DraftError(f"{draft_id!r} is not a draft id")
+    return safe_join(area(AREA), f"{draft_id}.view.json")
+
+
+def load_view(draft_id: str) -> dict[str, Any]:
+    """The view values kept for a draft: {} when none were kept or the file is damaged.
+
+    A view is a convenience, not a recipe: a damaged file is not worth a message, and
+    each page checks every value against what it can show before using it.
+    """
+    try:
+        raw = json.loads(view_path(draft_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError, DraftError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def save_view(draft_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``changes`` (JSON values) into the draft's view; returns the whole view.
+
+    Nothing is written when nothing changes, so a rerun costs a read only.
+    """
+    with _locked(draft_id):
+        view = load_view(draft_id)
+        merged = {**view, **changes}
+        if merged != view:
+            runstore.atomic_write_json(view_path(draft_id), merged)
+        return merged
 
 
 def _same_parts(a: Draft, b: Draft) -> bool:

@@ -146,6 +146,8 @@ def confusion_delta_figure(diff: RunDiff):
     )  # fmt: skip
     fig.update_layout(
         xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+        # Class names such as "0".."9" would make numeric axes that label every other class.
+        xaxis_type="category", yaxis_type="category",
         height=max(300, 40 * len(names) + 120), margin=dict(l=10, r=10, t=30, b=10),
     )  # fmt: skip
     return fig

@@ -8,7 +8,7 @@ from lib import evaluation as ev
 from lib import run_diff
 from lib import runs as runs_lib
 from lib.plots import evaluation as plots
-from lib.text import error_text
+from lib.text import error_text, escape_markdown
 from pages import ui
 
 METRICS = {
@@ -58,16 +58,20 @@ if len(runs) < 2:
 # Options are run ids; labels are made per id, so a pick survives a renamed run.
 by_id = {p.name: p for p in runs}
 labels = column_labels(by_id)
-chosen = st.multiselect(
-    "Runs", list(by_id), default=list(by_id)[:2], format_func=labels.get, key=ui.COMPARE_RUNS
-)
+# What is picked here is kept beside the draft: another page and back, a reload or a
+# server restart show the same comparison (runs deleted since are left out).
+ui.kept(ui.COMPARE_RUNS, by_id, list(by_id)[:2], many=True)
+chosen = st.multiselect("Runs", list(by_id), format_func=labels.get, key=ui.COMPARE_RUNS)
+ui.remember(ui.COMPARE_RUNS)
 if len(chosen) < 2:
     st.info("Pick two or more runs.", icon=":material/info:")
     st.stop()
 
+ui.kept(ui.COMPARE_METRIC, METRICS, next(iter(METRICS)))
 metric = st.radio(
     "Curve", list(METRICS), format_func=METRICS.get, horizontal=True, key=ui.COMPARE_METRIC
 )
+ui.remember(ui.COMPARE_METRIC)
 histories = {labels[r]: ev.load_history(by_id[r]) for r in chosen}
 st.plotly_chart(
     plots.compare_curves_figure(histories, metric, METRICS[metric]), key="compare_curves"
@@ -94,13 +98,32 @@ st.caption(
 pair = st.columns(2)
 # The older run is "before" by default: a retrain on a cleaned version comes after.
 by_age = sorted(chosen, key=lambda r: runs_lib.view_of(by_id[r]).created)
-run_a = pair[0].selectbox("Before", by_age, index=0, format_func=labels.get, key=ui.COMPARE_DIFF_A)
-run_b = pair[1].selectbox(
-    "After", by_age, index=len(by_age) - 1, format_func=labels.get, key=ui.COMPARE_DIFF_B
-)
+ui.kept(ui.COMPARE_DIFF_A, by_age, by_age[0])
+ui.kept(ui.COMPARE_DIFF_B, by_age, by_age[-1])
+run_a = pair[0].selectbox("Before", by_age, format_func=labels.get, key=ui.COMPARE_DIFF_A)
+run_b = pair[1].selectbox("After", by_age, format_func=labels.get, key=ui.COMPARE_DIFF_B)
+ui.remember(ui.COMPARE_DIFF_A)
+ui.remember(ui.COMPARE_DIFF_B)
 if run_a == run_b:
     st.info("Pick two different runs.", icon=":material/info:")
     st.stop()
+missing = [r for r in (run_a, run_b) if not ev.has_predictions(by_id[r])]
+if missing:
+    names = " and ".join(labels[r] for r in missing)
+    st.info(
+        f"{escape_markdown(names)} {'has' if len(missing) == 1 else 'have'} no stored "
+        "predictions yet. Computing them runs the model once over the test images.",
+        icon=":material/info:",
+    )
+    if not st.button("Compute predictions", key=ui.COMPARE_DIFF_PREDICT, type="primary"):
+        st.stop()
+    try:
+        with st.spinner("Predicting the test images…"):
+            for r in missing:
+                ev.compute_predictions(by_id[r])
+    except Exception as exc:
+        ui.show_error(exc, "Cannot compute predictions")
+        st.stop()
 try:
     with st.spinner("Matching the test images…"):
         diff = run_diff.diff_runs(run_a, run_b)

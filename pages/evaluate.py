@@ -188,11 +188,20 @@ tab_cm, tab_class, tab_losses, tab_curves, tab_calib, tab_train, tab_dl = st.tab
 
 # --- Confusion matrix + gallery ----------------------------------------------
 with tab_cm:
+    # The values shown and the clicked tile are kept beside the draft: another page and
+    # back, or a reload, show the same tile's images.
+    ui.kept(ui.EVAL_CM_MODE, MODES, MODES[0])
     mode = st.radio("Values", MODES, horizontal=True, key=ui.EVAL_CM_MODE)
+    ui.remember(ui.EVAL_CM_MODE)
+    if ui.EVAL_CELL not in st.session_state:
+        st.session_state[ui.EVAL_CELL] = ui.recall(ui.EVAL_CELL)
     state = st.session_state.get(ui.EVAL_CELL)
-    cell = (state[1], state[2]) if state and state[0] == run_id else None
-    if cell is not None and not (0 <= cell[0] < len(names) and 0 <= cell[1] < len(names)):
+    cell = None
+    if isinstance(state, list | tuple) and len(state) == 3 and state[0] == run_id:
+        cell = (state[1], state[2])
+    if cell is not None and not all(isinstance(k, int) and 0 <= k < len(names) for k in cell):
         cell = None
+    ui.remember(ui.EVAL_CELL)
     fig = plots.confusion_matrix_figure(cm, names, normalised=mode == MODES[1], selected=cell)
     st.caption("Rows are the true class, columns the prediction. Click a tile to see its images.")
     st.plotly_chart(
@@ -270,13 +279,14 @@ with tab_losses:
 # --- ROC & PR ------------------------------------------------------------------
 with tab_curves:
     worst = names.index(per_class["class"].iloc[0])
+    ui.kept(ui.EVAL_CURVE_CLASS, range(len(names)), worst)
     cls = st.selectbox(
         "Class (one vs rest)",
         range(len(names)),
-        index=worst,
         format_func=names.__getitem__,
         key=ui.EVAL_CURVE_CLASS,
     )
+    ui.remember(ui.EVAL_CURVE_CLASS)
     roc = ev.roc_curve_ovr(preds.y_true, preds.probs, cls)
     pr = ev.pr_curve_ovr(preds.y_true, preds.probs, cls)
     if roc is None or pr is None:

@@ -33,7 +33,7 @@ FORM_REFUSED = "form_refused"  # {part: message of the last refused change}
 FORM_NOTICE = "form_notice"  # a message after a recipe, loaded run or clone changed the draft
 FORM_BOUND = "form_bound_fields"  # {"Class.field"}: fields that have a widget (for tests)
 SELECTED_RUN = "selected_run_id"
-SEGMENT_LAST = "segment_last"  # {segmented control key: the option it last held}
+VIEW_CACHE = "view_cache"  # (draft id, {widget key: value}): the draft's kept view, as last read
 # Evaluate / Compare pages
 EVAL_RUN = "evaluate_run_pick"  # selectbox: the run being evaluated
 EVAL_CELL = "evaluate_selected_cell"  # (run_id, true index, predicted index) or None
@@ -218,6 +218,7 @@ EVAL_FIX = "evaluate_fix_"  # + image position + action: relabel/exclude under a
 EVAL_FIX_TO = "evaluate_fix_to_"  # + image position: the class a relabel uses
 COMPARE_DIFF_A = "compare_diff_before"  # selectbox: run A of the run diff
 COMPARE_DIFF_B = "compare_diff_after"  # selectbox: run B of the run diff
+COMPARE_DIFF_PREDICT = "compare_diff_predict"  # button: compute the diff's missing predictions
 
 
 def ensure_router() -> None:
@@ -329,17 +330,74 @@ def select_run(run_id: str | None) -> None:
         del st.query_params[RUN_PARAM]
 
 
+_MISSING = object()
+
+
+def _view() -> dict:
+    """The view values kept beside this session's draft (lib.drafts.load_view), cached."""
+    draft_id = draft().id
+    cached = st.session_state.get(VIEW_CACHE)
+    if not cached or cached[0] != draft_id:
+        cached = (draft_id, drafts.load_view(draft_id))
+        st.session_state[VIEW_CACHE] = cached
+    return cached[1]
+
+
+def kept(key: str, options, default, *, many: bool = False):
+    """Give view widget ``key`` the value it last held for this draft; call before drawing it.
+
+    Streamlit forgets a widget's value when a run does not draw it (the user is on
+    another page) and when the session ends (a reload, a server restart). The
+    session's value is used while it lasts, then the one kept beside the draft
+    (:func:`remember`), then ``default``. A value no longer among ``options`` (a
+    deleted run, a class of another dataset) is not used; with ``many`` (a
+    multiselect) such values are dropped from the list. Draw the widget without a
+    default or index of its own: the value set here is its value.
+    """
+    options = list(options)
+
+    def usable(value):
+        if many:
+            if not isinstance(value, list | tuple):
+                return _MISSING
+            value = [v for v in value if v in options]
+            return value or _MISSING
+        return value if value in options else _MISSING
+
+    value = usable(st.session_state.get(key, _MISSING))
+    if value is _MISSING:
+        value = usable(_view().get(key, _MISSING))
+    if value is _MISSING:
+        value = default
+    st.session_state[key] = value
+    return value
+
+
+def recall(key: str, default=None):
+    """The value kept beside the draft for ``key`` (:func:`remember`), else ``default``."""
+    return _view().get(key, default)
+
+
+def remember(key: str) -> None:
+    """Keep view widget ``key``'s value beside the draft; call after drawing it."""
+    value = st.session_state.get(key)
+    if isinstance(value, tuple):
+        value = list(value)
+    if _view().get(key, _MISSING) != value:
+        draft_id = draft().id
+        st.session_state[VIEW_CACHE] = (draft_id, drafts.save_view(draft_id, {key: value}))
+
+
 def segmented(where, label: str, options, *, key: str, first, **kwargs):
     """A segmented control that always holds one of ``options`` (``first`` to begin with).
 
     Streamlit's control lets a click on the chosen option clear it; the page would then
     show nothing chosen while it acts on some fallback. Here such a click keeps the option.
+    The choice is a view value: kept beside the draft, so a reload shows it again.
     """
-    last = st.session_state.setdefault(SEGMENT_LAST, {})
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = last.get(key) if last.get(key) in options else first
+    kept(key, options, first)
     value = where.segmented_control(label, options, key=key, **kwargs)
-    last[key] = value
+    remember(key)
     return value
 
 

@@ -101,6 +101,94 @@ def test_compare_shows_two_runs_side_by_side(run_dir):
     assert len(spec["data"]) == 2  # one validation curve per run
 
 
+def _copies(run_dir: Path, n: int) -> list[Path]:
+    """``n`` more completed runs: ``run_dir``'s artifacts under new ids, each created later."""
+    made = []
+    for k in range(1, n + 1):
+        twin = run_dir.parent / f"{run_dir.name}-copy{k}"
+        shutil.copytree(run_dir, twin)
+        runstore.update_status(twin, created=runstore.read_status(run_dir).created + k)
+        made.append(twin)
+    return made
+
+
+def test_compare_keeps_its_picks_through_another_page_a_reload_and_a_deleted_run(run_dir):
+    second, third = _copies(run_dir, 2)
+    at = open_page("pages/compare.py")
+    assert not at.exception
+    picker = at.multiselect(key=ui.COMPARE_RUNS)
+    assert picker.value == [third.name, second.name]  # the newest two, to begin with
+    picker.set_value([third.name, second.name, run_dir.name])
+    at.run()
+    at.radio(key=ui.COMPARE_METRIC).set_value("val_loss")
+    at.run()
+    at.selectbox(key=ui.COMPARE_DIFF_A).set_value(second.name)
+    at.run()
+    at.selectbox(key=ui.COMPARE_DIFF_B).set_value(third.name)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    def shown(page: AppTest):
+        return (
+            page.multiselect(key=ui.COMPARE_RUNS).value,
+            page.radio(key=ui.COMPARE_METRIC).value,
+            page.selectbox(key=ui.COMPARE_DIFF_A).value,
+            page.selectbox(key=ui.COMPARE_DIFF_B).value,
+        )
+
+    picked = ([third.name, second.name, run_dir.name], "val_loss", second.name, third.name)
+    assert shown(at) == picked
+    # Another page and back: Streamlit forgets the widgets of a page it does not draw.
+    at.switch_page("pages/evaluate.py")
+    at.run()
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert shown(at) == picked
+    again = reload(at, "compare")
+    assert shown(again) == picked
+    assert len(json.loads(again.get("plotly_chart")[0].proto.spec)["data"]) == 3
+    # A run deleted meanwhile is left out of the picks; the others stay.
+    shutil.rmtree(second)
+    runs.clear_cache()
+    again = reload(again, "compare")
+    assert again.multiselect(key=ui.COMPARE_RUNS).value == [third.name, run_dir.name]
+    assert again.selectbox(key=ui.COMPARE_DIFF_B).value == third.name
+
+
+def test_the_run_diff_computes_missing_predictions_when_asked(run_dir):
+    (second,) = _copies(run_dir, 1)
+    assert not ev.has_predictions(run_dir) and not ev.has_predictions(second)
+    at = open_page("pages/compare.py")
+    (notice,) = [i.value for i in at.info if "no stored predictions" in i.value]
+    assert "have no stored predictions" in notice
+    assert not [m for m in at.metric if m.label == "Common test images"]
+    at.button(key=ui.COMPARE_DIFF_PREDICT).click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    assert ev.has_predictions(run_dir) and ev.has_predictions(second)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Common test images"] == f"{len(ev.load_predictions(run_dir).y_true):,}"
+    assert shown["Wrong → right"] == "0" and shown["Right → wrong"] == "0"  # the same model
+
+
+def test_evaluate_keeps_the_clicked_tile_and_the_values_through_a_reload(run_dir):
+    ev.compute_predictions(run_dir)
+    preds = ev.load_predictions(run_dir)
+    cm = ev.confusion_counts(preds.y_true, preds.y_pred, preds.num_classes)
+    at = open_page("pages/evaluate.py")
+    at.radio(key=ui.EVAL_CM_MODE).set_value("share of true class")
+    at.run()
+    at.session_state[ui.EVAL_CELL] = (run_dir.name, 3, 3)  # as a click on the tile sets it
+    at.run()
+    at.selectbox(key=ui.EVAL_CURVE_CLASS).set_value(5)
+    at.run()
+    again = reload(at, "evaluate")
+    assert again.radio(key=ui.EVAL_CM_MODE).value == "share of true class"
+    assert again.selectbox(key=ui.EVAL_CURVE_CLASS).value == 5
+    assert [h.value for h in again.tabs[0].subheader] == ["3 → 3"]
+    assert len([c for img in again.tabs[0].image for c in img.captions]) == cm[3, 3]
+
+
 def test_evaluate_labels_runs_and_keeps_the_pick_by_id(run_dir):
     ev.compute_predictions(run_dir)
     other = make_finished_run(name="![x](http://example.com/t.png) [link](http://example.com)")

@@ -74,3 +74,12 @@ def test_clicking_a_tile_shows_its_images(finished_run, streamlit_server, page, 
     captions = _visible_captions(page)
     assert len(captions) == min(cm[i, i], 48)
     assert all(re.fullmatch(r"\d+\.\d%", c) for c in captions)
+
+    # A reload shows the same tile's images, outlined, without another click.
+    page.reload(wait_until="domcontentloaded")
+    page.locator(TILES).first.wait_for()
+    wait_for_text(page, rf"{cm[i, i]} correct images")
+    wait_idle(page)
+    steps(page, "after a reload")
+    assert len(_visible_captions(page)) == len(captions)
+    assert page.locator(OUTLINE).count() == 1

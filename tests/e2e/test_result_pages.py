@@ -92,3 +92,48 @@ def test_a_robustness_report_computes_in_the_background_and_survives_a_reload(
     shown = page.inner_text('[data-testid="stMain"]')
     assert f"clean accuracy {report['clean']:.1%}" in shown, shown
     assert page.get_by_role("button", name="Compute again").count() == 1
+
+
+def test_compare_keeps_what_was_picked_through_another_page_and_a_reload(
+    two_runs, streamlit_server, page, new_page, steps
+):
+    """Compare runs: a curve, a run diff the other way round; away and back, reload, same view."""
+    from helpers import click, navigate, select, wait_idle
+
+    better, worse = two_runs
+    better_label, worse_label = (runs.run_label(runs.view_of(r)) for r in (better, worse))
+    open_page(page, streamlit_server, "compare")
+    wait_for_text(page, r"Run diff")
+    curve = page.get_by_role("radio", name="training loss")
+    curve.click(force=True)  # the radio's input is hidden under its label, as for a person
+    wait_idle(page)
+    select(page, "Before", worse_label)
+    select(page, "After", better_label)
+    if page.get_by_role("button", name="Compute predictions").count():
+        click(page, "Compute predictions")  # tiny runs are made without stored predictions
+    wait_for_text(page, r"Common test images")
+    steps(page, "compare picked")
+
+    def assert_same_view(where: str) -> None:
+        assert page.get_by_role("radio", name="training loss").is_checked(), where
+        before = page.get_by_role("combobox", name="Before").first.input_value()
+        after = page.get_by_role("combobox", name="After").first.input_value()
+        assert (before, after) == (worse_label, better_label), (where, before, after)
+        wait_for_text(page, r"Common test images")  # the diff is shown, nothing to click
+
+    navigate(page, "Predict")
+    navigate(page, "Compare runs")
+    assert_same_view("after another page")
+    page.reload(wait_until="domcontentloaded")
+    wait_for_text(page, r"Run diff")
+    wait_idle(page)
+    assert_same_view("after a reload")
+    steps(page, "compare after reload")
+    assert_healthy(page)
+    assert not errors(page), errors(page)
+    # Another browser has a draft of its own, so a view of its own: the defaults.
+    other = new_page()
+    open_page(other, streamlit_server, "compare")
+    wait_for_text(other, r"Run diff")
+    assert other.get_by_role("radio", name="validation accuracy").is_checked()
+    assert other.get_by_role("combobox", name="Before").first.input_value() == better_label

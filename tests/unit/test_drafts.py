@@ -87,3 +87,31 @@ def test_a_revision_that_is_not_a_whole_number_is_refused(revision):
     drafts.draft_path(d.id).write_text(json.dumps(raw))
     with pytest.raises(drafts.DraftError, match="revision"):
         drafts.load(d.id)
+
+
+def test_a_drafts_view_is_kept_beside_it_without_touching_the_recipe():
+    d = drafts.new_draft()
+    assert drafts.load_view(d.id) == {}
+    view = drafts.save_view(d.id, {"compare_runs_pick": ["a", "b"], "curve": "val_loss"})
+    assert view == {"compare_runs_pick": ["a", "b"], "curve": "val_loss"}
+    assert drafts.save_view(d.id, {"curve": "loss"}) == {
+        "compare_runs_pick": ["a", "b"],
+        "curve": "loss",
+    }
+    assert drafts.load_view(d.id)["curve"] == "loss"
+    assert drafts.load(d.id).revision == d.revision  # a view is no change of the recipe
+    # Nothing is written when nothing changes.
+    path = drafts.view_path(d.id)
+    stamp = path.stat().st_mtime_ns
+    drafts.save_view(d.id, {"curve": "loss"})
+    assert path.stat().st_mtime_ns == stamp
+    # A damaged view is an empty one, not an error, and the next save mends it.
+    path.write_text("{not json", encoding="utf-8")
+    assert drafts.load_view(d.id) == {}
+    path.write_text("[1, 2]", encoding="utf-8")
+    assert drafts.load_view(d.id) == {}
+    assert drafts.save_view(d.id, {"curve": "loss"}) == {"curve": "loss"}
+    assert json.loads(path.read_text(encoding="utf-8")) == {"curve": "loss"}
+    with pytest.raises(drafts.DraftError):
+        drafts.save_view("../../etc", {"x": 1})
+    assert drafts.load_view("../../etc") == {}

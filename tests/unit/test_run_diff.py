@@ -57,3 +57,14 @@ def test_refusals_name_the_problem():
     other = _preds([0, 1], [0, 1], names=("x", "y", "z"))
     with pytest.raises(run_diff.RunDiffError, match="different classes"):
         run_diff.diff_predictions(a, other, keys, keys)
+
+
+def test_the_delta_figure_labels_every_class_even_when_the_names_are_numbers():
+    names = tuple(str(i) for i in range(10))
+    images = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2, 1)
+    keys = run_diff.image_keys(images)
+    a = _preds(list(range(10)), list(range(10)), names=names)
+    diff = run_diff.diff_predictions(a, a, keys, keys)
+    layout = run_diff.confusion_delta_figure(diff).layout
+    # A numeric axis would label 0, 2, 4, …: every class needs its own row and column label.
+    assert layout.xaxis.type == "category" and layout.yaxis.type == "category"
