@@ -157,9 +157,13 @@ targets = [DRAFT_TARGET] + [v.run_id for v in runs_lib.completed_views()]
 with st.container(border=True):
     cols = st.columns([4, 1], vertical_alignment="bottom")
     target_labels = {t: _target_label(t) for t in targets}  # pure lookups: no state needed
+    # The target, the check and the issue types shown are kept beside the draft: another
+    # page and back, or a reload, show the same review.
+    ui.kept(ui.HEALTH_TARGET, targets, targets[0])
     target = cols[0].selectbox(
         "Check the dataset of", targets, format_func=target_labels.get, key=ui.HEALTH_TARGET
     )
+    ui.remember(ui.HEALTH_TARGET)
     cols[1].button(
         "Start check", key=ui.HEALTH_START, type="primary", on_click=_start, args=(target,)
     )
@@ -170,14 +174,14 @@ if not checks:
     st.info("No health check yet: pick a dataset and start one.", icon=":material/info:")
     st.stop()
 by_id = {p.name: p for p in checks}
-if st.session_state.get(ui.HEALTH_PICK) not in by_id:
-    st.session_state[ui.HEALTH_PICK] = checks[0].name
+ui.kept(ui.HEALTH_PICK, by_id, checks[0].name)
 # Each check's status is read once per run of the page.
 statuses = {c: health.check_status(p) for c, p in by_id.items()}
 check_labels = {c: _check_label(p, statuses[c]) for c, p in by_id.items()}
 check_id = st.selectbox(
     "Health check", list(by_id), format_func=check_labels.get, key=ui.HEALTH_PICK
 )
+ui.remember(ui.HEALTH_PICK)
 path = by_id[check_id]
 status = statuses[check_id]
 if status.state in ("queued", "running"):
@@ -201,13 +205,10 @@ st.caption(
 )
 
 queue = health.read_queue(path)
-issues = st.multiselect(
-    "Show",
-    [i for i in health.ISSUE_TYPES if counts.get(i)],
-    default=[i for i in health.ISSUE_TYPES if counts.get(i)],
-    format_func=health.ISSUE_LABELS.get,
-    key=ui.HEALTH_ISSUES,
-)
+present = [i for i in health.ISSUE_TYPES if counts.get(i)]
+ui.kept(ui.HEALTH_ISSUES, present, present, many=True)
+issues = st.multiselect("Show", present, format_func=health.ISSUE_LABELS.get, key=ui.HEALTH_ISSUES)
+ui.remember(ui.HEALTH_ISSUES)
 items = [row for row in queue if row["issue"] in issues]
 decisions = health.read_decisions(path)
 class_names = report.get("class_names", [])

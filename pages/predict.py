@@ -61,16 +61,15 @@ def _registry_model() -> registry.ModelEntry | None:
     # Options are ids (the model file), so a pick survives a changed card or label; the
     # id is put back on every run so the browser shows the current label.
     by_id = {str(e.model_path): e for e in entries}
-    picked = st.session_state.get(ui.PRED_REGISTRY_PICK)
-    if picked not in by_id:
-        picked = str((registry.default_entry() or entries[0]).model_path)
-    st.session_state[ui.PRED_REGISTRY_PICK] = picked
+    # Kept beside the draft: another page and back, or a reload, show the same model.
+    ui.kept(ui.PRED_REGISTRY_PICK, by_id, str((registry.default_entry() or entries[0]).model_path))
     pick = st.selectbox(
         "Registry model",
         list(by_id),
         format_func=lambda i: model_label(by_id[i]),
         key=ui.PRED_REGISTRY_PICK,
     )
+    ui.remember(ui.PRED_REGISTRY_PICK)
     entry = by_id[pick]
     if entry.source == "saved":
         _delete_saved_model(entry)
@@ -364,7 +363,9 @@ def _unknown_answer(pred, threshold: float | None) -> None:
 def _detail(entry, predictor, name, image, pred, truth: str, k: int, threshold=None) -> None:
     left, right = st.columns([1, 1])
     with left:
-        show_cam = st.toggle("Grad-CAM overlay", value=False, key=ui.PRED_GRADCAM)
+        ui.kept(ui.PRED_GRADCAM, (False, True), False)
+        show_cam = st.toggle("Grad-CAM overlay", key=ui.PRED_GRADCAM)
+        ui.remember(ui.PRED_GRADCAM)
         shown = predict.display_image(image)  # bounded, whatever the upload's shape
         caption = escape_markdown(name if not truth else f"{name} · true class: {truth}")
         if show_cam:
@@ -751,13 +752,10 @@ except Exception as exc:
 st.divider()
 mode = ui.segmented(st, "Images from", INPUTS, key=ui.PRED_INPUT, first=INPUTS[0])
 names, images, truths = _images_from_input(mode)
-k = st.slider(
-    "Classes shown",
-    1,
-    min(10, entry.card.num_classes),
-    min(5, entry.card.num_classes),
-    key=ui.PRED_TOP_K,
-)
+top = min(10, entry.card.num_classes)
+ui.kept(ui.PRED_TOP_K, range(1, top + 1), min(5, top))
+k = st.slider("Classes shown", 1, top, key=ui.PRED_TOP_K)
+ui.remember(ui.PRED_TOP_K)
 threshold = _unknown_threshold(entry, predictor)
 
 if images:

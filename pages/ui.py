@@ -351,7 +351,8 @@ def kept(key: str, options, default, *, many: bool = False):
     session's value is used while it lasts, then the one kept beside the draft
     (:func:`remember`), then ``default``. A value no longer among ``options`` (a
     deleted run, a class of another dataset) is not used; with ``many`` (a
-    multiselect) such values are dropped from the list. Draw the widget without a
+    multiselect) such values are dropped from the list, and a list left empty by
+    that is not used either (one the user emptied is). Draw the widget without a
     default or index of its own: the value set here is its value.
     """
     options = list(options)
@@ -360,8 +361,9 @@ def kept(key: str, options, default, *, many: bool = False):
         if many:
             if not isinstance(value, list | tuple):
                 return _MISSING
-            value = [v for v in value if v in options]
-            return value or _MISSING
+            left = [v for v in value if v in options]
+            # Emptied by the user: kept. Emptied because all its values went: not used.
+            return left if left or not value else _MISSING
         return value if value in options else _MISSING
 
     value = usable(st.session_state.get(key, _MISSING))

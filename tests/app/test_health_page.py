@@ -92,3 +92,22 @@ def test_failed_check_shows_its_error():
     at = open_page("health", data=DATA)
     assert any("holds 3 images" in e.value for e in at.error)
     assert np.all([not b.disabled for b in at.button if b.key == ui.HEALTH_START])
+
+
+def test_the_check_and_the_issue_types_shown_survive_another_page_and_a_reload():
+    from drafts_helper import reload
+
+    checks = {_finished_check()[0].name for _ in range(2)}
+    at = open_page("health", data=DATA)
+    first = at.selectbox(key=ui.HEALTH_PICK).value
+    (other,) = checks - {first}  # the one a person picks instead of the first shown
+    at.selectbox(key=ui.HEALTH_PICK).set_value(other).run()
+    at.multiselect(key=ui.HEALTH_ISSUES).set_value([]).run()  # a person clears the types
+    assert any("Nothing to review" in i.value for i in at.info)
+    at.switch_page("pages/dataset.py").run()
+    at.switch_page("pages/health.py").run()
+    for page in (at, reload(at, "health")):
+        assert not page.exception, [e.value for e in page.exception]
+        assert page.selectbox(key=ui.HEALTH_PICK).value == other
+        assert page.multiselect(key=ui.HEALTH_ISSUES).value == []
+        assert any("Nothing to review" in i.value for i in page.info)

@@ -355,3 +355,20 @@ def test_a_click_on_the_chosen_segment_keeps_it_chosen():
     page.segmented_control(key=ui.PRED_INPUT).set_value(None)
     page.run()
     assert page.segmented_control(key=ui.PRED_INPUT).value == "Upload"
+
+
+def test_the_model_and_the_classes_shown_survive_another_page_and_a_reload(page):
+    from drafts_helper import reload
+
+    picker = page.selectbox(key=ui.PRED_REGISTRY_PICK)
+    ids = [str(e.model_path) for e in registry.list_models()]  # the options, by id
+    other = next(i for i in ids if i != picker.value)
+    picker.set_value(other).run()
+    page.slider(key=ui.PRED_TOP_K).set_value(3).run()
+    _ok(page)
+    page.switch_page("pages/dataset.py").run()
+    page.switch_page("pages/predict.py").run()
+    for at in (page, reload(page, "predict")):
+        _ok(at)
+        assert at.selectbox(key=ui.PRED_REGISTRY_PICK).value == other
+        assert at.slider(key=ui.PRED_TOP_K).value == 3
