@@ -194,10 +194,10 @@ with new_col:
                   placeholder="my-pets", help="Letters, digits, - and _.")  # fmt: skip
     st.button("Create dataset", key=ui.BUILD_CREATE, on_click=_create, icon=":material/add:")
 with pick_col:
-    if names and st.session_state.get(ui.BUILD_PICK) not in names:
-        st.session_state[ui.BUILD_PICK] = names[0]
-    if names:
+    if names:  # kept beside the draft: another page and back, or a reload, show it again
+        ui.kept(ui.BUILD_PICK, names, names[0])
         st.selectbox("Dataset", names, key=ui.BUILD_PICK)
+        ui.remember(ui.BUILD_PICK)
     else:  # a widget of its own: the browser would keep showing a deleted dataset's name
         st.selectbox("Dataset", [], key=ui.BUILD_PICK_NONE, disabled=True,
                      placeholder="none yet — create one")  # fmt: skip

@@ -596,8 +596,7 @@ def _study_filter(summaries: list[RunView]) -> list[RunView]:
         return summaries
     labels = {ALL_RUNS: "All runs", NO_STUDY: "Runs outside studies"}
     options = [ALL_RUNS, NO_STUDY, *studies]
-    if st.session_state.get(ui.TRAIN_RUNS_FILTER) not in options:
-        st.session_state[ui.TRAIN_RUNS_FILTER] = ALL_RUNS  # its study was deleted
+    ui.kept(ui.TRAIN_RUNS_FILTER, options, ALL_RUNS)  # all runs, too, once its study went
     pick = st.selectbox(
         "Show",
         options,
@@ -605,6 +604,7 @@ def _study_filter(summaries: list[RunView]) -> list[RunView]:
         key=ui.TRAIN_RUNS_FILTER,
         help="A tuning study's trials are ordinary runs; show one study's trials together.",
     )
+    ui.remember(ui.TRAIN_RUNS_FILTER)
     if pick == ALL_RUNS:
         return summaries
     if pick == NO_STUDY:

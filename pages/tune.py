@@ -264,9 +264,9 @@ def study_panel() -> None:
         st.info("No studies yet: set one up above.", icon=":material/info:")
         return
     names = [f.name for f in folders]
-    if st.session_state.get(ui.TUNE_PICK) not in names:
-        st.session_state[ui.TUNE_PICK] = names[0]
+    ui.kept(ui.TUNE_PICK, names, names[0])  # kept beside the draft: a reload shows it again
     slug = st.selectbox("Study", names, key=ui.TUNE_PICK, format_func=_study_name)
+    ui.remember(ui.TUNE_PICK)
     folder = tuning.study_dir(slug)
     try:
         spec = tuning.read_spec(folder)

@@ -66,3 +66,19 @@ def test_an_upload_is_copied_in_and_classes_merge():
     at.text_input(key=ui.BUILD_MERGE_TO).input("x").run()
     click(at, ui.BUILD_MERGE_BTN)
     assert datasets.class_counts("mix", 3) == {"x": 3}
+
+
+def test_the_dataset_being_built_stays_picked_through_another_page_and_a_reload():
+    from drafts_helper import reload
+
+    for name in ("birds", "pets"):
+        datasets.create_dataset(name)
+    at = open_page("builder")
+    first = at.selectbox(key=ui.BUILD_PICK).value
+    other = next(n for n in ("birds", "pets") if n != first)
+    at.selectbox(key=ui.BUILD_PICK).set_value(other).run()
+    at.switch_page("pages/dataset.py").run()
+    at.switch_page("pages/builder.py").run()
+    for page in (at, reload(at, "builder")):
+        assert page.selectbox(key=ui.BUILD_PICK).value == other
+        assert page.subheader[0].value.startswith(f"{other} · version ")

@@ -222,3 +222,9 @@ def test_the_runs_table_names_the_study_of_a_trial_run():
     assert at.dataframe[0].value["name"].tolist() == ["sweep #0", "sweep #1"]
     at.selectbox(key=ui.TRAIN_RUNS_FILTER).set_value(" none").run()
     assert at.dataframe[0].value["name"].tolist() == ["by hand"]
+    # The filter is kept beside the draft: another page and back, or a reload, keep it.
+    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("pages/train.py").run()
+    for page in (at, reload(at, "train")):
+        assert page.selectbox(key=ui.TRAIN_RUNS_FILTER).value == " none"
+        assert page.dataframe[0].value["name"].tolist() == ["by hand"]

@@ -165,3 +165,22 @@ def test_learning_rate_finder_on_the_train_page_applies_its_suggestion():
     apply.click().run()
     assert draft_of(at).train.learning_rate == rate
     assert at.number_input(key=f"{ui.TRAIN_FIELD_PREFIX}learning_rate").value == rate
+
+
+def test_the_study_shown_stays_picked_through_another_page_and_a_reload():
+    import dataclasses
+
+    from drafts_helper import reload
+
+    spec, _ = finished_study()
+    tuning.create_study(dataclasses.replace(spec, name="another study"))
+    assert len(tuning.list_studies()) == 2
+    at = open_tune()
+    picker = at.selectbox(key=ui.TUNE_PICK)
+    other = next(o for o in tuning.list_studies() if o.name != picker.value).name
+    picker.set_value(other).run()
+    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/tune.py").run()
+    for page in (at, reload(at, "tune")):
+        assert not page.exception, [e.value for e in page.exception]
+        assert page.selectbox(key=ui.TUNE_PICK).value == other
