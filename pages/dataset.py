@@ -325,9 +325,11 @@ def _samples(ds) -> None:
     right.button("Other samples", key=ui.DATA_RESHUFFLE, on_click=_reshuffle)
     classes = list(range(ds.num_classes))
     if ds.num_classes > MAX_SAMPLE_CLASSES:
+        ui.kept(ui.DATA_SAMPLE_CLASSES, ds.class_names, list(ds.class_names[:MAX_SAMPLE_CLASSES]),
+                many=True)  # fmt: skip
         names = st.multiselect("Classes shown", ds.class_names,
-                               default=ds.class_names[:MAX_SAMPLE_CLASSES],
                                max_selections=MAX_SAMPLE_CLASSES, key=ui.DATA_SAMPLE_CLASSES)  # fmt: skip
+        ui.remember(ui.DATA_SAMPLE_CLASSES)
         classes = [ds.class_names.index(n) for n in names]
     picks = ds.sample_indices(split, PER_CLASS, st.session_state[ui.DATA_SAMPLE_SEED])
     counts = ds.counts()[split]

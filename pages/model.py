@@ -252,7 +252,11 @@ def _summary_section(cfg, input_shape, num_classes: int) -> None:
     )
     st.plotly_chart(_diagram(*key), key="model_diagram", config={"displayModeBar": False})
     nested = any(r.depth for r in summary.rows)
-    show_all = nested and st.toggle("Show the backbone's own layers", key=ui.MODEL_SHOW_BACKBONE)
+    show_all = False
+    if nested:
+        ui.kept(ui.MODEL_SHOW_BACKBONE, (False, True), False)
+        show_all = st.toggle("Show the backbone's own layers", key=ui.MODEL_SHOW_BACKBONE)
+        ui.remember(ui.MODEL_SHOW_BACKBONE)
     table = [
         record
         for row, record in zip(summary.rows, summary.table(), strict=True)

@@ -169,3 +169,28 @@ def test_a_pixel_csv_and_a_built_dataset_version_are_picked_on_the_page(tmp_path
     assert at.selectbox(key=ui.DATA_BUILT_PICK).options == ["built@3", "built@2", "built@1"]
     assert draft_of(at).data.path == "built@3"
     assert metrics(at)["Classes"] == "2"
+
+
+def test_the_classes_and_split_shown_survive_another_page_and_a_reload(tmp_path):
+    from drafts_helper import reload
+
+    rng = np.random.default_rng(0)
+    lines = ["label," + ",".join(f"pixel{i}" for i in range(16))]
+    lines += [f"{i % 14}," + ",".join(map(str, rng.integers(0, 256, 16))) for i in range(280)]
+    (tmp_path / "px.csv").write_text("\n".join(lines) + "\n")
+    at = open_page()
+    at.selectbox(key=ui.DATA_FIELD + "source").set_value("pixel_csv").run()
+    at.text_input(key=ui.DATA_FIELD + "path").input(str(tmp_path / "px.csv")).run()
+    at.text_input(key=ui.DATA_FIELD + "pixel_shape").input("2x8").run()
+    assert metrics(at)["Classes"] == "14"
+    shown = at.multiselect(key=ui.DATA_SAMPLE_CLASSES)
+    assert len(shown.value) == 12  # more classes than the grid shows at once
+    shown.set_value(["13", "2"]).run()
+    at.button_group(key=ui.DATA_SAMPLE_SPLIT).set_value("test").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("pages/model.py").run()
+    at.switch_page("pages/dataset.py").run()
+    for page in (at, reload(at, "dataset")):
+        assert not page.exception, [e.value for e in page.exception]
+        assert page.multiselect(key=ui.DATA_SAMPLE_CLASSES).value == ["13", "2"]
+        assert page.button_group(key=ui.DATA_SAMPLE_SPLIT).value == "test"

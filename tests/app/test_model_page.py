@@ -105,3 +105,19 @@ def test_the_config_persists_across_pages():
     assert at.selectbox(key=ui.MODEL_FIELD + "preset").value == "custom"
     assert at.number_input(key=ui.MODEL_BLOCK + "2_filters").value == 96
     assert draft_of(at).model.blocks[2].filters == 96
+
+
+def test_showing_the_backbones_layers_survives_another_page_and_a_reload():
+    from drafts_helper import reload
+
+    at = _open_model_page()
+    at.selectbox(key=ui.MODEL_FIELD + "preset").select("mobilenetv2").run()
+    rows = len(at.dataframe[0].value)
+    at.toggle(key=ui.MODEL_SHOW_BACKBONE).set_value(True).run()
+    assert len(at.dataframe[0].value) > rows
+    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/model.py").run()
+    for page in (at, reload(at, "model")):
+        assert not page.exception, [e.value for e in page.exception]
+        assert page.toggle(key=ui.MODEL_SHOW_BACKBONE).value is True
+        assert len(page.dataframe[0].value) > rows
