@@ -163,7 +163,9 @@ def dataset_warnings(ds: Dataset) -> list[str]:
             + (" …" if len(few) > 20 else "")
         )
     if ds.skipped:
-        out.append(f"{len(ds.skipped)} file(s) were skipped because they could not be read.")
+        out.append(
+            f"{len(ds.skipped)} file(s) were skipped: missing or unreadable (see Skipped files)."
+        )
     return out
 
 

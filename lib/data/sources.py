@@ -397,6 +397,7 @@ def files_dataset(
     cfg,
     skipped: list[tuple[str, str]],
     given_splits: list[str] | None = None,
+    groups: str = "class folders",
 ) -> Dataset:
     """A streamed Dataset over image files with known labels.
 
@@ -404,7 +405,8 @@ def files_dataset(
     are reported up front and the image shape is known. ``given_splits`` (one of
     ``train``/``val``/``test`` per file, from a labels file) replaces the
     config's random split; a set without validation images gets them cut from
-    its training images with ``cfg.val_fraction``.
+    its training images with ``cfg.val_fraction``. ``groups`` is what the messages
+    call the classes (a labels file has labels, not folders).
     """
     with ThreadPoolExecutor(SCAN_WORKERS) as pool:
         probes = list(pool.map(_probe_file, paths, chunksize=64))
@@ -418,14 +420,14 @@ def files_dataset(
     present = np.unique(labels)
     if len(present) < 2:
         raise DatasetError(
-            f"{where} needs readable images in at least two class folders; found "
+            f"{where} needs readable images in at least two {groups}; found "
             f"{len(paths)} readable image(s) in {len(present)} class(es) and "
             f"{len(skipped)} skipped file(s)"
         )
     notes = []
     empty = [classes[k] for k in range(len(classes)) if k not in set(present.tolist())]
     if empty:
-        notes.append(f"class folder(s) without readable images: {', '.join(empty)}")
+        notes.append(f"{groups} without readable images: {', '.join(empty)}")
 
     if cfg.color_mode == "grayscale" or (cfg.color_mode == "auto" and all(s[2] for s in shapes)):
         channels = 1
@@ -553,7 +555,7 @@ def _check_data_file(path: str, what: str) -> Path:
 
 
 def _csv_rows(file: Path):
-    """``(line number, cells)`` of a CSV or TSV file (tab when the name ends .tsv or line 1 has tabs)."""
+    """``(line number, cells)`` of a CSV or TSV file (comma, tab or semicolon separated)."""
     import csv
 
     try:
@@ -563,7 +565,14 @@ def _csv_rows(file: Path):
     except OSError as exc:
         raise DatasetError(f"cannot read {file}: {exc.strerror}") from None
     first = text.split("\n", 1)[0]
-    delimiter = "\t" if file.suffix.lower() == ".tsv" or "\t" in first else ","
+    # Tab for .tsv or a tabbed first line; semicolon when the first line has semicolons and
+    # no commas (spreadsheets in many locales save CSV that way); else comma.
+    if file.suffix.lower() == ".tsv" or "\t" in first:
+        delimiter = "\t"
+    elif ";" in first and "," not in first:
+        delimiter = ";"
+    else:
+        delimiter = ","
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     for number, row in enumerate(reader, start=1):
         if number > MAX_CSV_ROWS:
@@ -595,8 +604,11 @@ def _header_columns(cells: list[str], file: Path) -> dict[str, int] | None:
     return cols
 
 
-def _find_image(base: Path, value: str, file: Path, number: int) -> str:
-    """The image a labels-file row names, relative to the CSV's folder (or a folder named like it)."""
+def _find_image(base: Path, value: str, file: Path, number: int) -> str | None:
+    """The image a labels-file row names, relative to the CSV's folder (or a folder named like it).
+
+    None when no such file exists; DatasetError for a path that leaves the folder.
+    """
     rel = value.replace("\\", "/")
     if rel.startswith("/") or ".." in rel.split("/"):
         raise DatasetError(
@@ -608,10 +620,7 @@ def _find_image(base: Path, value: str, file: Path, number: int) -> str:
             path = folder / candidate
             if path.is_file():
                 return str(path)
-    raise DatasetError(
-        f"{file.name}, line {number}: image {value!r} not found in {base} (nor in "
-        f"{base / file.stem} or {base / 'images'}); put the images beside the labels file"
-    )
+    return None
 
 
 def load_csv_files(cfg) -> Dataset:
@@ -629,6 +638,7 @@ def load_csv_files(cfg) -> Dataset:
         cols = {"file": 0, "label": 1, **({"split": 2} if width == 3 else {})}
     width = max(cols.values()) + 1
     paths, names, splits = [], [], []
+    missing: list[tuple[str, str]] = []  # (file, why): rows whose image is not there
     for number, cells in rows:
         if len(cells) != width:
             raise DatasetError(
@@ -647,16 +657,30 @@ def load_csv_files(cfg) -> Dataset:
                     f"{file.name}, line {number}: split {cells[cols['split']]!r} is not "
                     "train, val or test"
                 )
+        found = _find_image(base, value, file, number)
+        if found is None:
+            missing.append((value, f"{file.name}, line {number}: no such image"))
+            continue
+        if "split" in cols:
             splits.append(word)
-        paths.append(_find_image(base, value, file, number))
+        paths.append(found)
         names.append(label)
+    if not paths and missing:
+        value, _ = missing[0]
+        raise DatasetError(
+            f"none of the {len(missing):,} images {file.name} names was found, e.g. {value!r}: "
+            f"looked in {base} (and in {base / file.stem} and {base / 'images'}); put the "
+            "images beside the labels file"
+        )
     if not paths:
         raise DatasetError(f"{file.name} has a header but no rows")
     classes = _sorted_labels(names)
     index = {c: k for k, c in enumerate(classes)}
     labels = np.asarray([index[n] for n in names], np.int32)
-    return files_dataset(file.name, classes, paths, labels, cfg, [],
-                         given_splits=splits if "split" in cols else None)  # fmt: skip
+    # Rows whose image is missing are left out and listed with the skipped files.
+    return files_dataset(file.name, classes, paths, labels, cfg, missing,
+                         given_splits=splits if "split" in cols else None,
+                         groups="classes")  # fmt: skip
 
 
 def _sorted_labels(names: list[str]) -> list[str]:

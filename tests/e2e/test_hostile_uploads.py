@@ -218,3 +218,55 @@ def test_hostile_model_is_refused_and_the_app_keeps_working(
 
     _still_works(page, streamlit_server)
     steps(page, "navigated-away")
+
+
+def test_a_labels_file_typed_in_loads_lists_missing_rows_and_bad_ones_say_what_to_do(
+    streamlit_server, page, steps, workspace
+):
+    """Images + labels file: typed as a person types it, Enter; spreadsheet-style semicolons."""
+    from helpers import main_text, select, wait_idle
+
+    from lib.data.sources import data_roots
+
+    (shared,) = data_roots()  # the workspace's datasets/ folder unless the operator set others
+    folder = shared / "labelled"
+    (folder / "imgs").mkdir(parents=True, exist_ok=True)
+    rows = ["file;label"]
+    for i in range(36):
+        (folder / "imgs" / f"{i}.png").write_bytes(_png())
+        rows.append(f"imgs/{i}.png;{('cat', 'dog', 'bird')[i % 3]}")
+    rows += ["imgs/gone.png;cat", "imgs/lost.png;dog"]  # two rows name images that are not there
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    (folder / "broken.csv").write_text("file,label,colour\nimgs/0.png,cat,red\n")
+
+    open_page(page, streamlit_server, "dataset")
+    select(page, "Source", "Images + labels file (CSV/TSV)")
+    box = page.get_by_role("textbox", name="CSV file on the server")
+
+    def type_path(path: str) -> None:
+        box.fill(path)
+        box.press("Enter")
+
+    type_path(str(folder / "labels.csv"))
+    wait_for_text(page, r"In use: csv files labels\.csv")
+    wait_for_text(page, r"Skipped files \(2\)")
+    for kind in ("bird", "cat", "dog"):  # the sample grid follows (its training images)
+        wait_for_text(page, rf"{kind} · \d+ images")
+    wait_idle(page)
+    shown = main_text(page)
+    assert "2 file(s) were skipped: missing or unreadable" in shown, shown
+    assert re.search(r"Classes\s+3\b", shown), shown
+    assert "triangle" not in shown, shown  # nothing left of the shapes set it replaced
+    page.get_by_text("Skipped files (2)").click()  # the expander: which rows, and why
+    # The table of rows and reasons (drawn on a canvas; its text is checked in the unit tests).
+    page.locator('[data-testid="stExpander"] [data-testid="stDataFrame"]').first.wait_for()
+    steps(page, "labels file loaded")
+    assert not errors(page), errors(page)
+
+    type_path(str(folder / "broken.csv"))
+    wait_for_text(page, r"line 1: unknown column 'colour'")
+    type_path("/etc/passwd")
+    wait_for_text(page, r"outside the folders this server shares")
+    steps(page, "refused labels files")
+    assert_healthy(page)
+    assert "Traceback" not in main_text(page)

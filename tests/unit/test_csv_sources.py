@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -44,7 +46,11 @@ def test_tsv_without_header(tmp_path):
     [
         ("file,label,colour\na.png,x,red\n", "line 1: unknown column 'colour'"),
         ("file,label\na.png,x\nb.png\n", "line 3: expected 2 values"),
-        ("file,label\na.png,x\nmissing.png,y\n", "line 3: image 'missing.png' not found"),
+        (
+            "file,label\nnope.png,x\nmissing.png,y\n",
+            "none of the 2 images l.csv names was found, e.g. 'nope.png'",
+        ),
+        ("file,label\na.png,x\nb.png,x\n", "at least two classes; found 2 readable image(s) in 1"),
         ("file,label,split\na.png,x,train\nb.png,y,later\n", "line 3: split 'later'"),
         ("file,label\n../a.png,x\n", "line 2: '../a.png' must be a path relative"),
         ("file,label\na.png,\n", "line 2: the file name and label must not be empty"),
@@ -54,8 +60,27 @@ def test_tsv_without_header(tmp_path):
 def test_labels_file_bad_inputs_name_the_line(tmp_path, text, message):
     images(tmp_path, ["a.png", "b.png"])
     (tmp_path / "l.csv").write_text(text)
-    with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(DatasetError, match=re.escape(message)):
         load_dataset(files_cfg(tmp_path / "l.csv"), cache=False)
+
+
+def test_a_semicolon_csv_as_spreadsheets_save_it_reads_like_a_comma_one(tmp_path):
+    images(tmp_path, ["a.png", "b.png", "c.png", "d.png"])
+    (tmp_path / "l.csv").write_text("file;label\na.png;x\nb.png;y\nc.png;x\nd.png;y\n")
+    ds = load_dataset(files_cfg(tmp_path / "l.csv", val_fraction=0.0), cache=False)
+    assert ds.class_names == ["x", "y"] and sum(len(s) for s in ds.splits.values()) == 4
+
+
+def test_rows_whose_image_is_missing_are_left_out_and_listed(tmp_path):
+    images(tmp_path, ["a.png", "b.png", "c.png", "d.png"])
+    rows = "file,label\na.png,x\nb.png,y\ngone.png,x\nc.png,x\nd.png,y\nlost.jpg,y\n"
+    (tmp_path / "l.csv").write_text(rows)
+    ds = load_dataset(files_cfg(tmp_path / "l.csv", val_fraction=0.0), cache=False)
+    assert sum(len(s) for s in ds.splits.values()) == 4
+    assert ds.skipped == [
+        ("gone.png", "l.csv, line 4: no such image"),
+        ("lost.jpg", "l.csv, line 7: no such image"),
+    ]
 
 
 def test_labels_file_outside_the_shared_folders_is_refused(tmp_path, monkeypatch):
