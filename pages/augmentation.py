@@ -126,7 +126,9 @@ st.caption(
 )
 
 if ui.AUG_SAMPLE_SEED not in st.session_state:
-    st.session_state[ui.AUG_SAMPLE_SEED] = 0
+    # The preview's images are a view value: a reload shows the same ones.
+    seed = ui.recall(ui.AUG_SAMPLE_SEED, 0)
+    st.session_state[ui.AUG_SAMPLE_SEED] = seed if isinstance(seed, int) else 0
     st.session_state[ui.AUG_JSON_ERROR] = None
     augment.warm_up()  # the first preview with a transform on needs Keras: load it now
 forms.bind("augment")
@@ -162,6 +164,7 @@ with right:
             icon=":material/shuffle:",
             help="Show other images of the dataset.",
         )
+        ui.remember(ui.AUG_SAMPLE_SEED)
         images, labels = _dataset_samples(dataset, st.session_state[ui.AUG_SAMPLE_SEED])
         with st.spinner("Augmenting…"):
             picture = _preview_picture(config.to_json(), images, 96)

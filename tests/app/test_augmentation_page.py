@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drafts_helper import draft_of, open_page
+from drafts_helper import draft_of, open_page, reload
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -74,6 +74,10 @@ def test_preset_fills_the_form_and_new_samples_change_the_rows():
     assert not at.exception
     assert at.session_state[ui.AUG_SAMPLE_SEED] == 1
     assert at.image[0].value != grid
+    # A reload shows the same images, not the first ones again.
+    again = reload(at, "augmentation")
+    assert again.session_state[ui.AUG_SAMPLE_SEED] == 1
+    assert again.image[0].captions == at.image[0].captions  # the rows' classes, in order
 
 
 def test_colour_options_are_disabled_with_the_reason_on_grayscale():
