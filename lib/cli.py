@@ -161,8 +161,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_ood_fit(args: argparse.Namespace) -> int:
     from lib import ood
 
-    print(ood.fit_model(args.model))
-    return 0
+    return ood.fit_here(args.model, echo=True)
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:

@@ -494,6 +494,32 @@ def fpr_at_tpr(known: np.ndarray, unknown: np.ndarray, tpr: float = 0.95) -> flo
 # ---------------------------------------------------------------- models and cards
 
 
+def _resolve(name: str):
+    """(registry entry, None) or (None, run folder) for ``name``; OODError when neither exists."""
+    from lib import registry, runstore
+
+    entry = next((e for e in registry.list_models() if e.name == name), None)
+    if entry is not None:
+        return entry, None
+    try:
+        run_dir = runstore.run_dir(name)
+    except Exception:
+        run_dir = None
+    if run_dir is None or not (run_dir / runstore.MODEL_FILE).is_file():
+        names = ", ".join(e.name for e in registry.list_models()) or "none"
+        raise OODError(
+            f"no registry model or completed run named {name!r}; registry models: {names}; "
+            "runs: see `python -m lib runs`"
+        )
+    return None, run_dir
+
+
+def model_folder(name: str) -> Path:
+    """The folder holding ``name``'s model file: a registry model's or a completed run's."""
+    entry, run_dir = _resolve(name)
+    return entry.model_path.parent if entry is not None else run_dir
+
+
 def fit_model(name: str) -> str:
     """Fit unknown detection for a registry model (by name) or a completed run (by id).
 
@@ -510,18 +536,8 @@ def fit_model(name: str) -> str:
     from lib.config import DataConfig
     from lib.data import load_dataset
 
-    entry = next((e for e in registry.list_models() if e.name == name), None)
+    entry, run_dir = _resolve(name)
     if entry is None:
-        try:
-            run_dir = runstore.run_dir(name)
-        except Exception:
-            run_dir = None
-        if run_dir is None or not (run_dir / runstore.MODEL_FILE).is_file():
-            names = ", ".join(e.name for e in registry.list_models()) or "none"
-            raise OODError(
-                f"no registry model or completed run named {name!r}; registry models: {names}; "
-                "runs: see `python -m lib runs`"
-            )
         det = fit_for_run(run_dir)
         return f"run {name}: {det.score_name} threshold {det.threshold():.4g} -> {run_dir / runstore.OOD_FILE}"
     folder = entry.model_path.parent
@@ -545,3 +561,67 @@ def fit_model(name: str) -> str:
 
 def _round6(value: float) -> float:
     return round(float(value), 6)
+
+
+# ---------------------------------------------------------------- the background fit
+
+JOB_DIR = "ood-fit"  # beside the model file: the background fit's status, phases and log
+
+
+def job_dir(folder: Path) -> Path:
+    return Path(folder) / JOB_DIR
+
+
+def fit_status(folder: Path):
+    """The background fit's status (a RunStatus) for a model folder, or None if never started.
+
+    A fit whose process is gone reads failed (lib.jobs.side_job_status).
+    """
+    from lib import jobs, runstore
+
+    job = job_dir(folder)
+    if not (job / runstore.STATUS_FILE).is_file():
+        return None
+    return jobs.side_job_status(job, "the fit")
+
+
+def start_fit(name: str) -> None:
+    """Fit ``name``'s unknown detection in a background process (refused while one runs).
+
+    The page that asks goes on at once; the worker is ``python -m lib ood fit NAME``,
+    which records its status and phases in the model's ``ood-fit/`` folder.
+    """
+    from lib import jobs, runstore
+
+    folder = model_folder(name)
+    status = fit_status(folder)
+    if status is not None and status.state in ("queued", "running"):
+        raise OODError("unknown detection of this model is being fitted already")
+    job = job_dir(folder)
+    job.mkdir(exist_ok=True)
+    (job / runstore.PROGRESS_FILE).unlink(missing_ok=True)
+    jobs.start_side_job(job, ["-m", "lib", "ood", "fit", name])
+
+
+def fit_here(name: str, *, echo: bool = False) -> int:
+    """Fit in this process, recording status and phases beside the model; an exit code."""
+    import sys
+
+    from lib import jobs
+
+    try:
+        folder = model_folder(name)
+    except OODError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def work(phase):
+        phase("fitting on the training and validation images")
+        return fit_model(name)
+
+    state, error, report = jobs.run_side_job(job_dir(folder), work, echo=echo)
+    if report is not None and echo:
+        print(report)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    return 0 if state == "completed" else 1

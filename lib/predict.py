@@ -219,7 +219,7 @@ class Predictor:
         return Prediction(probs=probs, class_index=int(order[0]), top_k=top, seconds=seconds)
 
 
-_predictors: dict[tuple[str, int, int], Predictor] = {}
+_predictors: dict[tuple[str, int, int, int], Predictor] = {}
 _predictors_lock = threading.Lock()
 PREDICTOR_CACHE_SIZE = 6
 
@@ -228,7 +228,12 @@ def get_predictor(entry: ModelEntry) -> Predictor:
     """A warmed-up Predictor for ``entry``, shared per model file in this process."""
     path = entry.model_path
     stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    # The statistics beside the model count too: a detector fitted later is picked up.
+    from lib.ood import STATS_FILE
+
+    stats = path.parent / STATS_FILE
+    stats_stamp = stats.stat().st_mtime_ns if stats.is_file() else 0
+    key = (str(path), stat.st_mtime_ns, stat.st_size, stats_stamp)
     with _predictors_lock:
         predictor = _predictors.get(key)
     if predictor is None:

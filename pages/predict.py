@@ -286,15 +286,55 @@ def _draw_sample(cfg):
 # ---------------------------------------------------------------- results
 
 
+def _fit_progress(folder) -> None:
+    """The running fit of unknown detection; reruns the page once it has ended."""
+    from lib import ood
+
+    status = ood.fit_status(folder)
+    if status is None or status.state not in ("queued", "running"):
+        st.rerun()
+    st.info(
+        "Fitting unknown detection in the background: the training and validation images "
+        "pass through the model once. You can go on or leave this page.",
+        icon=":material/hourglass_top:",
+    )
+
+
+def _no_detection(entry: registry.ModelEntry) -> None:
+    """A model without unknown detection: say what that means and offer to fit it."""
+    from lib import ood
+
+    folder = entry.model_path.parent
+    status = ood.fit_status(folder)
+    if status is not None and status.state in ("queued", "running"):
+        st.fragment(run_every=2.0)(_fit_progress)(folder)
+        return
+    if status is not None and status.state == "failed":
+        st.error(
+            f"Fitting unknown detection failed: {escape_markdown(status.error)}",
+            icon=":material/error:",
+        )
+    text, button = st.columns([3, 1], vertical_alignment="center")
+    text.caption(
+        "This model has no unknown detection yet, so an image unlike all its classes still "
+        "gets one of them. Fitting it takes one pass over the training and validation images, "
+        "in the background."
+    )
+    if button.button("Fit unknown detection", key=ui.PRED_OOD_FIT, icon=":material/help:"):
+        try:
+            ood.start_fit(entry.name)
+        except Exception as exc:
+            _show(exc, "Not started")
+            return
+        st.rerun()
+
+
 def _unknown_threshold(entry: registry.ModelEntry, predictor) -> float | None:
     """The unknown-detection threshold slider (None when the model has no detection)."""
     detector = predictor.detector
     if detector is None:
         if entry.source != "upload":
-            st.caption(
-                "This model has no unknown detection yet: fit it with "
-                f"`python -m lib ood fit {escape_markdown(entry.name)}`."
-            )
+            _no_detection(entry)
         return None
     low, high = detector.score_range()
     high += 0.25 * (high - low)  # room to accept everything the validation split holds

@@ -167,6 +167,7 @@ PRED_DEMO_BUTTON = "predict_demo_button"  # button: build the browser demo
 PRED_DEMO_RESULT = "predict_demo_result"  # (model file, zip bytes, file name) of the last demo
 # Unknown detection (Predict) and the robustness report (Evaluate)
 PRED_UNKNOWN_THRESHOLD = "predict_unknown_threshold"  # slider: unknown-detection threshold
+PRED_OOD_FIT = "predict_ood_fit"  # button: fit unknown detection in the background
 PRED_UNKNOWN_MODEL = "predict_unknown_model"  # model file the threshold slider was set for
 EVAL_ROBUSTNESS_START = "evaluate_robustness_start"  # button: compute the robustness report
 EVAL_ROBUSTNESS_HARDEN = "evaluate_robustness_harden"  # button: clone the run, hardened

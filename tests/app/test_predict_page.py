@@ -372,3 +372,31 @@ def test_the_model_and_the_classes_shown_survive_another_page_and_a_reload(page)
         _ok(at)
         assert at.selectbox(key=ui.PRED_REGISTRY_PICK).value == other
         assert at.slider(key=ui.PRED_TOP_K).value == 3
+
+
+def test_a_failed_fit_of_unknown_detection_says_why_and_offers_the_button_again(page):
+    import time
+
+    from tiny_runs import make_finished_run
+
+    from lib import ood, runstore
+
+    run_dir = make_finished_run(epochs=1)
+    page.segmented_control(key=ui.PRED_SOURCE).set_value("Training run")
+    page.run()
+    _ok(page)
+    assert page.button(key=ui.PRED_OOD_FIT).label == "Fit unknown detection"
+    job = ood.job_dir(run_dir)
+    job.mkdir()
+    runstore.write_status(
+        job,
+        runstore.RunStatus(
+            state="failed", created=time.time(), ended=time.time(), error="the dataset is gone"
+        ),
+    )
+    page.run()
+    assert not page.exception, [e.value for e in page.exception]
+    assert [e.value for e in page.error] == [
+        "Fitting unknown detection failed: the dataset is gone"
+    ]
+    assert page.button(key=ui.PRED_OOD_FIT).label == "Fit unknown detection"

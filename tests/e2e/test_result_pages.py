@@ -137,3 +137,31 @@ def test_compare_keeps_what_was_picked_through_another_page_and_a_reload(
     wait_for_text(other, r"Run diff")
     assert other.get_by_role("radio", name="validation accuracy").is_checked()
     assert other.get_by_role("combobox", name="Before").first.input_value() == better_label
+
+
+def test_a_run_without_unknown_detection_gets_it_fitted_from_predict(
+    two_runs, streamlit_server, page, steps
+):
+    """Predict → a run without detection → Fit → the threshold appears by itself, and stays."""
+    from helpers import click, select, wait_idle
+
+    from lib import ood
+
+    _, worse = two_runs
+    assert not (worse / ood.STATS_FILE).exists()  # tiny runs are made without it
+    open_page(page, streamlit_server, "predict")
+    segment(page, "Training run")
+    select(page, "Completed run", runs.run_label(runs.view_of(worse)))
+    wait_for_text(page, r"no unknown detection yet")
+    steps(page, "no detection")
+    click(page, "Fit unknown detection")
+    wait_for_text(page, r"Unknown threshold", timeout_s=120)  # no click: the page follows the fit
+    wait_idle(page)
+    steps(page, "detection fitted")
+    assert (worse / ood.STATS_FILE).is_file()
+    shown = page.inner_text('[data-testid="stMain"]')
+    assert "of the validation images as unknown" in shown and "no unknown detection" not in shown
+    page.reload(wait_until="domcontentloaded")
+    wait_for_text(page, r"Unknown threshold")
+    assert_healthy(page)
+    assert not errors(page), errors(page)

@@ -181,3 +181,35 @@ def test_the_export_bundle_carries_the_card_and_the_statistics(tmp_path):
     assert det.threshold("energy") == pytest.approx(
         card["unknown"]["logits_only"]["threshold"], abs=1e-5
     )
+
+
+def test_a_runs_detection_is_fitted_in_the_background_and_predict_picks_it_up():
+    import os
+
+    from lib import cli, runstore
+    from tests.tiny_runs import make_finished_run, wait_for
+
+    run_dir = make_finished_run(epochs=1)
+    entry = registry.run_entry(run_dir)
+    assert predict.get_predictor(entry).detector is None
+    ood.start_fit(run_dir.name)
+    status = ood.fit_status(run_dir)
+    assert status.state == "running" and status.pid and status.pid != os.getpid()
+    with pytest.raises(ood.OODError, match="being fitted already"):
+        ood.start_fit(run_dir.name)
+    done = wait_for(
+        lambda: ood.fit_status(run_dir).state != "running" and ood.fit_status(run_dir),
+        120,
+        "the background fit",
+        poll=False,
+    )
+    log = ood.job_dir(run_dir) / runstore.LOG_FILE
+    assert done.state == "completed", (done.error, log.read_text())
+    assert (run_dir / ood.STATS_FILE).is_file()
+    # The predictor of the same model file now carries the detector (its cache key moved).
+    entry = registry.run_entry(run_dir)
+    assert entry.card.unknown and predict.get_predictor(entry).detector is not None
+    # Unknown names: the CLI says which names exist and exits 2; the page's start raises.
+    assert cli.main(["ood", "fit", "no-such-model"]) == 2
+    with pytest.raises(ood.OODError, match="no registry model or completed run"):
+        ood.start_fit("no-such-model")
