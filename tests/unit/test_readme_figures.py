@@ -70,7 +70,7 @@ def test_an_entry_added_later_is_rendered_and_the_check_notices_it(tmp_path):
 
 
 def test_the_newest_file_wins_and_tiny_runs_are_ignored(tmp_path):
-    readme, results, _, report = _fixture(tmp_path)
+    readme, results, source, report = _fixture(tmp_path)
     newer = {**report, "date": "2999-01-01", "benchmarks": {"only_this": {"result": {"x": 7.5}}}}
     (results / "other-2999-01-01.json").write_text(json.dumps(newer), encoding="utf-8")
     tiny = {**newer, "date": "3000-01-01", "benchmarks": {"tiny_one": {"result": {"y": 1}}}}
@@ -79,5 +79,42 @@ def test_the_newest_file_wins_and_tiny_runs_are_ignored(tmp_path):
     section = _performance_section(readme.read_text(encoding="utf-8"))
     assert "other-2999-01-01.json" in section and "| x | 7.5 |" in section
     assert "tiny_one" not in section
-    # A benchmark with its own block but no entry says how to measure it, not an old figure.
+    # A benchmark the newest file lacks comes from the newest file that has it, named.
+    own = {m.group("name"): m.group("body") for m in readme_tables.BLOCK.finditer(section)}
+    assert own["time_to_accuracy"].lstrip().startswith(f"_From `bench/results/{source.name}` (")
+    assert "_From `" not in own["all"].split("### only_this")[1].split("\n### ")[0]
+
+
+def test_a_benchmark_no_file_measured_says_how_to_measure_it(tmp_path):
+    readme, results, path, report = _fixture(tmp_path)
+    del report["benchmarks"]["time_to_accuracy"]
+    path.write_text(json.dumps(report), encoding="utf-8")
+    readme_tables.update(readme, results)
+    section = _performance_section(readme.read_text(encoding="utf-8"))
     assert "run `python -m bench --only time_to_accuracy`" in section
+
+
+def test_a_newer_file_of_one_benchmark_keeps_the_other_sections_naming_their_file(tmp_path):
+    readme, results, path, report = _fixture(tmp_path)
+    name = "compress"
+    newer = {
+        **report,
+        "date": "2999-01-01",
+        "machine": {**report["machine"], "cpu": "Another CPU"},
+        "benchmarks": {name: report["benchmarks"][name]},
+    }
+    (results / "2cpu-another-2999-01-01.json").write_text(json.dumps(newer), encoding="utf-8")
+    assert readme_tables.update(readme, results)
+    text = readme.read_text(encoding="utf-8")
+    blocks = {m.group("name"): m.group("body") for m in readme_tables.BLOCK.finditer(text)}
+    assert "`bench/results/2cpu-another-2999-01-01.json` (2999-01-01" in blocks["machine"]
+    assert "names which file and machine" not in blocks["machine"]
+    assert "comes from the newest earlier file that measured it" in blocks["machine"]
+    # The new file's section has no source line; every other one names the older file.
+    everything = "".join(blocks.values())
+    before = everything[: everything.index(f"### {name}:")].rstrip("\n").rsplit("\n", 1)[-1]
+    assert not before.startswith("_From `"), before
+    older = f"_From `bench/results/{path.name}` ({report['date']}; machine: "
+    others = [n for n in report["benchmarks"] if n != name]
+    assert everything.count(older) == len(others)
+    assert readme_tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 0
