@@ -127,8 +127,10 @@ def summary_line(info: dict) -> str:
     v = info["versions"]
     mem = f"{info['memory_gib']} GiB" if info["memory_gib"] else "memory unknown"
     load = "/".join(str(x) for x in info["load_average"]) or "?"
+    # The vector extensions tell two machines of one model name apart (int8 kernels need VNNI).
+    flags = ", ".join(info.get("cpu_flags") or []) or "extensions not recorded"
     return (
-        f"{info['cores']} cores ({info['cpu_model']}), {mem}, {gpu}; "
+        f"{info['cores']} cores ({info['cpu_model']}: {flags}), {mem}, {gpu}; "
         f"TensorFlow {v['tensorflow']}, Keras {v['keras']}, Python {v['python']}; "
         f"load average at start {load}"
     )
