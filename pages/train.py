@@ -103,6 +103,18 @@ def _commit_screen() -> None:
 def _start_run() -> None:
     """Start button: train exactly the draft the form shows, once per draft revision."""
     st.session_state[ui.TRAIN_START_ERROR] = None
+    drawn = st.session_state.get(ui.TRAIN_PARTS_DRAWN)
+    current = ui.draft()
+    shown = (current.id, current.data, current.augment, current.model)
+    if drawn is not None and drawn[0] == current.id and drawn != shown:
+        # Another tab or window on this draft changed what the form does not edit: the
+        # page (sidebar, summary) showed the old recipe. Start nothing; the rerun shows it.
+        st.session_state[ui.TRAIN_START_ERROR] = (
+            "the dataset, augmentation or model was changed in another tab or window "
+            "after this page was drawn; the page now shows the change: check it, then "
+            "press Start again"
+        )
+        return
     _commit_screen()
     if st.session_state.get(ui.FORM_REFUSED):
         st.session_state[ui.TRAIN_START_ERROR] = "a value was refused; see the message above"
@@ -740,6 +752,8 @@ def live_panel() -> None:
 ui.ensure_router()
 st.title("Train")
 _draft = forms.bind("train", "run_name")
+# What the sidebar and the summary show of the recipe; Start refuses if the draft has moved on.
+st.session_state[ui.TRAIN_PARTS_DRAWN] = (_draft.id, _draft.data, _draft.augment, _draft.model)
 _recipe_summary(_draft)
 _small_data_section(_draft)
 _shapes_section(_draft)

@@ -74,6 +74,7 @@ TRAIN_RECIPE_USE = "train_recipe_use"  # button: apply the picked recipe
 TRAIN_SHAPES_USE = "train_shapes_recipe_use"  # button: the Shapes demo recipe, for shapes
 TRAIN_ACTION_MSG = "train_action_message"  # (kind, text) of the last button's result
 TRAIN_FORM_DRAWN = "train_form_drawn"  # (draft id, revision) the Train form was drawn from
+TRAIN_PARTS_DRAWN = "train_parts_drawn"  # (draft id, data, augment, model) the Train page showed
 TRAIN_CURVES_CHART = "train_curves_chart"  # live loss/accuracy chart
 TRAIN_LR_CHART = "train_lr_chart"  # learning-rate chart
 TRAIN_RUNS_FILTER = "train_runs_filter"  # selectbox: all runs, runs outside studies, one study

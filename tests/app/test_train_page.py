@@ -228,3 +228,26 @@ def test_the_runs_table_names_the_study_of_a_trial_run():
     for page in (at, reload(at, "train")):
         assert page.selectbox(key=ui.TRAIN_RUNS_FILTER).value == " none"
         assert page.dataframe[0].value["name"].tolist() == ["by hand"]
+
+
+def test_start_refuses_a_recipe_another_tab_changed_after_the_page_showed_it():
+    from lib import drafts
+
+    at = open_train_page()
+    assert "digits (8×8)" in texts(at)
+    # Another tab on the same draft (the same address) switches the dataset.
+    other = DataConfig(source="shapes", shapes_count=600, shapes_size=16)
+    drafts.save(draft_of(at).with_parts(data=other))
+    at.button(key=ui.TRAIN_START).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert runstore.list_run_dirs() == []  # the page showed digits: nothing starts
+    (refusal,) = [e.value for e in at.error]
+    assert refusal.startswith("Not started: the dataset, augmentation or model was changed")
+    # The page now shows the shapes set; Start trains what it shows.
+    sidebar = " ".join(md.value for md in at.sidebar.markdown)
+    assert "shapes (600 × 16px)" in sidebar and "digits" not in sidebar
+    at.button(key=ui.TRAIN_START).click().run()
+    assert not at.error, [e.value for e in at.error]
+    (run,) = runstore.list_run_dirs()
+    assert runstore.read_config(run).data == other
+    at.button(key=ui.TRAIN_STOP).click().run()
