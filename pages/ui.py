@@ -389,7 +389,12 @@ def remember(key: str) -> None:
         value = list(value)
     if _view().get(key, _MISSING) != value:
         draft_id = draft().id
-        st.session_state[VIEW_CACHE] = (draft_id, drafts.save_view(draft_id, {key: value}))
+        try:
+            saved = drafts.save_view(draft_id, {key: value})
+        except (TypeError, ValueError, OSError) as exc:  # a view is a convenience: log, go on
+            log_internal_error(exc, f"keeping the view value {key}")
+            return
+        st.session_state[VIEW_CACHE] = (draft_id, saved)
 
 
 def segmented(where, label: str, options, *, key: str, first, **kwargs):
