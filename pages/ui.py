@@ -486,6 +486,27 @@ def describe_model(cfg: ModelConfig) -> str:
     return cfg.preset
 
 
+# Streamlit clears the address's parameters when the page changes, and the server then
+# puts the draft (and run) back. Under load the browser recorded both steps as history
+# entries (``/dataset`` then ``/dataset?draft=…``), so Back needed two presses and the
+# first one landed on the same page. Here an entry is a page: a change of the address
+# that keeps the page replaces the current entry instead of adding one.
+ONE_HISTORY_ENTRY_PER_PAGE = """<script>
+(() => {
+  if (window.kestrelOneEntryPerPage) return;
+  window.kestrelOneEntryPerPage = true;
+  const push = window.history.pushState.bind(window.history);
+  window.history.pushState = (state, title, url) => {
+    const next = url == null ? null : new URL(url, window.location.href);
+    if (next && next.pathname === window.location.pathname) {
+      return window.history.replaceState(state, title, url);
+    }
+    return push(state, title, url);
+  };
+})();
+</script>"""
+
+
 def sidebar() -> None:
     """The draft's recipe, shown on every page."""
     current = draft()
@@ -495,6 +516,7 @@ def sidebar() -> None:
         st.markdown(f"**Dataset** · {describe_data(current.data)}")
         st.markdown(f"**Model** · {describe_model(current.model)}")
         st.markdown(f"**Augmentation** · {current.augment.preset}")
+        st.html(ONE_HISTORY_ENTRY_PER_PAGE, unsafe_allow_javascript=True)  # draws nothing
     notice = st.session_state.pop(DRAFT_NOTICE, None)
     if notice:
         st.warning(notice, icon=":material/warning:")

@@ -111,6 +111,20 @@ def test_enter_starts_nothing_and_the_draft_survives_reload_back_and_tabs(
     steps(page, "back")
     assert _number(page, "Epochs") == "3", "Back lost the draft"
 
+    # Under load Streamlit records a page change in two steps, the new page without the
+    # address's parameters and then with them, as two history entries; Back then took two
+    # presses. The same two steps, made here at once, leave one entry: Back returns here.
+    train_url = page.url
+    dataset = re.sub(r"/train(?=[?#]|$)", "/dataset", train_url)
+    assert dataset != train_url, train_url
+    page.evaluate(
+        "([bare, full]) => { history.pushState({}, '', bare); history.pushState({}, '', full); }",
+        [dataset.split("?")[0], dataset],
+    )
+    assert page.url == dataset
+    page.go_back()
+    page.wait_for_function("url => location.href === url", arg=train_url)
+
     second_tab = page.context.new_page()
     second_tab.goto(url, wait_until="domcontentloaded")
     wait_idle(second_tab)
