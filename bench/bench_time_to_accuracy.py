@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lib import measured
+
 THRESHOLDS = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94)
 # The issue's targets: (test accuracy, training seconds on the build machine).
 TARGETS = ((0.91, 20.0), (0.93, 120.0), (0.94, 600.0))
@@ -297,13 +299,8 @@ def train_kestrel(
         outcome = train_run(run_dir, extra_callbacks=[tracker])
     if outcome.state not in ("completed", "stopped"):
         raise RuntimeError(f"recipe {name} failed: {outcome.error}")
-    m, t = cfg.model, cfg.train
-    description = (
-        f"{describe_model(m)}, {t.optimizer} lr {t.learning_rate:g} {t.schedule}, "
-        f"batch {t.batch_size}, {t.epochs} epochs, label smoothing {t.label_smoothing:g}, "
-        f"weight decay {t.weight_decay:g}, augmentation {cfg.augment.preset}, "
-        f"TTA flip {'on' if t.tta_flip else 'off'}, val fraction {val_fraction:g}"
-    )
+    t = cfg.train
+    description = f"{measured.describe_recipe(cfg)}, val fraction {val_fraction:g}"
     result = _summarise(
         name,
         tracker,
@@ -313,25 +310,13 @@ def train_kestrel(
         budget_s=budget_s,
         load_before=load_before,
     )
+    result["config"] = measured.recipe_identity(cfg)  # lib.measured quotes only this recipe
     result["trainer_metrics"] = {
         k: v
         for k, v in outcome.metrics.items()
         if isinstance(v, (int, float, str, bool)) or v is None
     }
     return result
-
-
-def describe_model(m) -> str:
-    """The model part of a recipe in a few words (custom CNNs spelled out)."""
-    if m.preset != "custom":
-        return f"{m.preset} (width {m.width:g})"
-    blocks = " → ".join(
-        f"conv{b.filters}×{b.convs}{'' if b.stride == 1 else f'/s{b.stride}'}"
-        f"{'+BN' if b.batch_norm else ''}{'' if b.pool == 'none' else f' {b.pool}-pool'}"
-        for b in m.blocks
-    )
-    dense = "".join(f" → dense {u}" for u in m.head.dense)
-    return f"custom: {blocks} → {m.head.pooling}{dense}"
 
 
 # --------------------------------------------------------------------------- tutorial

@@ -127,10 +127,66 @@ def recipe_figures(recipe: str, results_dir: Path | None = None) -> RecipeFigure
     return None
 
 
+def describe_model(m) -> str:
+    """A ModelConfig in a few words (custom CNNs spelled out), as the results name it."""
+    if m.preset != "custom":
+        dropout = f", dropout {m.dropout:g}" if m.dropout else ""
+        return f"{m.preset} (width {m.width:g}{dropout})"
+    blocks = " → ".join(
+        f"conv{b.filters}×{b.convs}{'' if b.stride == 1 else f'/s{b.stride}'}"
+        f"{'+BN' if b.batch_norm else ''}{'' if b.pool == 'none' else f' {b.pool}-pool'}"
+        for b in m.blocks
+    )
+    dense = "".join(f" → dense {u}" for u in m.head.dense)
+    return f"custom: {blocks} → {m.head.pooling}{dense}"
+
+
+def describe_recipe(cfg) -> str:
+    """A RunConfig's model and training in a few words: the time-to-accuracy results'
+    ``description`` (which then adds the validation share)."""
+    t = cfg.train
+    return (
+        f"{describe_model(cfg.model)}, {t.optimizer} lr {t.learning_rate:g} {t.schedule}, "
+        f"batch {t.batch_size}, {t.epochs} epochs, label smoothing {t.label_smoothing:g}, "
+        f"weight decay {t.weight_decay:g}, augmentation {cfg.augment.preset}, "
+        f"TTA flip {'on' if t.tta_flip else 'off'}"
+    )
+
+
+def recipe_identity(cfg) -> dict[str, Any]:
+    """What a recipe trains with, apart from its data: stored with each measurement."""
+    return {
+        "model": cfg.model.to_dict(),
+        "augment": cfg.augment.to_dict(),
+        "train": cfg.train.to_dict(),
+    }
+
+
+def _measured_this_recipe(entry: dict[str, Any], recipe: str) -> bool:
+    """Whether ``entry`` measured the recipe as lib.recipes defines it now.
+
+    A recipe that changed since (other epochs, another model) must not quote the old
+    figures. Results store the recipe's settings (``config``); older ones only its
+    description. An entry with neither (hand-made) is taken as it is.
+    """
+    from lib.recipes import RECIPES  # lib.recipes quotes this module: import late
+
+    current = RECIPES.get(recipe)
+    if current is None:
+        return True
+    if "config" in entry:
+        return entry["config"] == recipe_identity(current)
+    if "description" in entry:
+        return str(entry["description"]).split(", val fraction")[0] == describe_recipe(current)
+    return True
+
+
 def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None:
     try:
         result = report["benchmarks"]["time_to_accuracy"]["result"]
         entry = result["recipes"][recipe]
+        if not _measured_this_recipe(entry, recipe):
+            return None
         machine = report.get("machine", {})
         return RecipeFigures(
             recipe=recipe,
