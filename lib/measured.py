@@ -175,7 +175,7 @@ def _measured_this_recipe(entry: dict[str, Any], recipe: str) -> bool:
     if current is None:
         return True
     if "config" in entry:
-        return entry["config"] == recipe_identity(current)
+        return entry["config"] == json.loads(json.dumps(recipe_identity(current)))  # as stored
     if "description" in entry:
         return str(entry["description"]).split(", val fraction")[0] == describe_recipe(current)
     return True

@@ -104,6 +104,41 @@ def test_descriptions_quote_the_newest_results(tmp_path, monkeypatch):
     measured.clear_cache()
 
 
+def test_a_recipe_changed_since_its_measurement_does_not_quote_it(tmp_path, monkeypatch):
+    """Results name what they measured; the old recipe's figures never describe a new one."""
+    from dataclasses import replace
+
+    _results(tmp_path, "old-2026-01-01.json", "2026-01-01", 0.5)  # names nothing: taken
+    path = tmp_path / "new-2026-02-01.json"
+    _results(tmp_path, path.name, "2026-02-01", 0.9234)
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
+
+    def newest_date(**entry_fields) -> str:
+        report = json.loads(path.read_text())
+        entry = report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]
+        entry.update(entry_fields)
+        path.write_text(json.dumps(report))
+        measured.clear_cache()
+        return measured.recipe_figures("fast").date
+
+    fast = RECIPES["fast"]
+    longer = fast.replace(train=replace(fast.train, epochs=fast.train.epochs + 1))
+    try:
+        assert newest_date(config=measured.recipe_identity(fast)) == "2026-02-01"
+        assert newest_date(config=measured.recipe_identity(longer)) == "2026-01-01"
+        # Results older than the stored settings: their description says what they trained.
+        report = json.loads(path.read_text())
+        del report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]["config"]
+        path.write_text(json.dumps(report))
+        said = f"{measured.describe_recipe(fast)}, val fraction 0.1"
+        assert newest_date(description=said) == "2026-02-01"
+        old_said = f"{measured.describe_recipe(longer)}, val fraction 0.1"
+        assert newest_date(description=old_said) == "2026-01-01"
+        assert "92.3%" not in RECIPE_INFO["fast"].description
+    finally:
+        measured.clear_cache()
+
+
 def test_the_shipped_results_are_read():
     measured.clear_cache()
     fig = measured.recipe_figures("fast")
