@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench import machine
 from lib import measured
 
 THRESHOLDS = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94)
@@ -97,6 +99,12 @@ def _tracker_class():
             self.points: list[dict] = []
             self.stopped_by_budget = False
 
+        def _waits(self) -> dict[str, float]:
+            """Since training began, outside evaluations: this process's major page faults
+            (code or data read back from disk) and the machine's iowait and steal seconds."""
+            now = {**machine.waiting_seconds(), "major_faults": _major_faults()}
+            return {k: now[k] - self.waits0[k] - self.eval_waits.get(k, 0) for k in now}
+
         def train_seconds(self) -> float:
             return time.perf_counter() - self.t0 - self.eval_s
 
@@ -109,6 +117,8 @@ def _tracker_class():
             self.cpu0 = time.process_time()
             self.eval_s = 0.0
             self.eval_cpu_s = 0.0
+            self.waits0 = {**machine.waiting_seconds(), "major_faults": _major_faults()}
+            self.eval_waits: dict[str, float] = {}
             self.epoch = 0
             self.step = 0
 
@@ -138,6 +148,7 @@ def _tracker_class():
         def _evaluate(self, epoch: float) -> None:
             seconds = self.train_seconds()
             cpu_seconds = self.train_cpu_seconds()
+            waits = self._waits()
             start, cpu_start = time.perf_counter(), time.process_time()
             probs = self._probs(self.images)
             plain = float((probs.argmax(axis=1) == self.labels).mean())
@@ -152,10 +163,16 @@ def _tracker_class():
                     "train_cpu_seconds": round(cpu_seconds, 2),
                     "test_accuracy": round(acc, 4),
                     "plain_accuracy": round(plain, 4),
+                    "major_faults": int(waits["major_faults"]),
+                    **{
+                        f"{k}_seconds": round(v, 2) for k, v in waits.items() if k != "major_faults"
+                    },
                 }
             )
             self.eval_s += time.perf_counter() - start
             self.eval_cpu_s += time.process_time() - cpu_start
+            for k, v in self._waits().items():  # what the evaluation itself added
+                self.eval_waits[k] = self.eval_waits.get(k, 0) + v - waits[k]
             if self.stop_at is not None and acc >= self.stop_at:
                 self.model.stop_training = True
 
@@ -227,8 +244,98 @@ def _summarise(
         "budget_s": budget_s,
         "stopped_by_budget": tracker.stopped_by_budget,
         "load_average": {"before": load_before, "after": _load()},
+        "stalls": stalls(points),
+        # What the training waited for, in all: the disk and the host (None: not recorded).
+        **{key: last.get(key) for key in ("major_faults", "iowait_seconds", "steal_seconds")},
         "curve": points,
     }
+
+
+def _major_faults() -> int:
+    """This process's major page faults so far: pages it had to wait for the disk to read."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+
+
+# An interval between two evaluations is a stall when its wall time exceeds what its CPU
+# time takes at the run's usual pace by at least this many seconds and this share.
+STALL_MIN_S = 5.0
+STALL_MIN_SHARE = 0.5
+
+
+def stalls(points: list[dict]) -> list[dict]:
+    """Intervals of a training curve where the process waited rather than computed.
+
+    The run's usual pace is the median of CPU seconds per wall second over its
+    intervals; an interval whose wall time exceeds its CPU time at that pace by
+    STALL_MIN_S and by STALL_MIN_SHARE of its wall time is listed with the seconds
+    lost and, where the points recorded them, the major page faults and the
+    machine's iowait and steal seconds over it.
+    """
+    prev = {"epoch": 0.0, "train_seconds": 0.0, "train_cpu_seconds": 0.0}
+    spans = []
+    for p in points:
+        if "train_cpu_seconds" not in p:
+            return []
+        spans.append((prev, p))
+        prev = p
+    rates = sorted(
+        (b["train_cpu_seconds"] - a["train_cpu_seconds"])
+        / (b["train_seconds"] - a["train_seconds"])
+        for a, b in spans
+        if b["train_seconds"] > a["train_seconds"]
+    )
+    if not rates or rates[len(rates) // 2] <= 0:
+        return []
+    pace = rates[len(rates) // 2]
+    found = []
+    for a, b in spans:
+        wall = b["train_seconds"] - a["train_seconds"]
+        cpu = b["train_cpu_seconds"] - a["train_cpu_seconds"]
+        lost = wall - cpu / pace
+        if lost < STALL_MIN_S or lost < STALL_MIN_SHARE * wall:
+            continue
+        one = {
+            "from_epoch": a["epoch"],
+            "to_epoch": b["epoch"],
+            "wall_seconds": round(wall, 2),
+            "cpu_seconds": round(cpu, 2),
+            "lost_seconds": round(lost, 1),
+        }
+        for key in ("major_faults", "iowait_seconds", "steal_seconds"):
+            if key in b:
+                one[key] = round(b[key] - a.get(key, 0), 2)
+        found.append(one)
+    return found
+
+
+def _waits_sentence(r: dict) -> str:
+    """What a recipe's training waited for in all, where its result recorded it."""
+    if r.get("steal_seconds") is None:
+        return ""
+    return (
+        f". While it trained, the host took {r['steal_seconds']:.0f} s of the machine's CPU "
+        f"time (steal), the machine waited {r['iowait_seconds']:.0f} s for the disk (iowait), "
+        f"and the process had {r['major_faults']:,.0f} major page faults"
+        + (" (medians over its trainings)" if r.get("repeats", 1) > 1 else "")
+    )
+
+
+def stall_sentence(name: str, stall: dict) -> str:
+    """One stall in words, for the report."""
+    waits = []
+    if "major_faults" in stall:
+        waits.append(f"{stall['major_faults']:,} major page faults")
+    for key, words in (("iowait_seconds", "machine iowait"), ("steal_seconds", "steal")):
+        if key in stall:
+            waits.append(f"{words} {stall[key]:.1f} s")
+    return (
+        f"- stall: **{name}**"
+        + (f" (training {stall['repeat']})" if "repeat" in stall else "")
+        + f" between epochs {stall['from_epoch']:g} and {stall['to_epoch']:g}: "
+        f"{stall['wall_seconds']:.1f} s of wall time for {stall['cpu_seconds']:.1f} CPU-s, about "
+        f"{stall['lost_seconds']:.0f} s more than its usual pace"
+        + (f" ({'; '.join(waits)})" if waits else " (waits not recorded by this result)")
+    )
 
 
 def _load() -> list[float]:
@@ -476,6 +583,9 @@ def _combine(runs: list[dict]) -> dict:
         values = [r[key] for r in runs]
         first[key] = round(statistics.median(values), 4)
         first[f"{key}_range"] = [min(values), max(values)]
+    for key in ("major_faults", "iowait_seconds", "steal_seconds"):
+        values = [r.get(key) for r in runs]
+        first[key] = None if None in values else round(statistics.median(values), 2)
     for field in ("seconds_to", "epochs_to", "cpu_seconds_to"):
         first[field] = {}
         for t in runs[0][field]:
@@ -488,6 +598,9 @@ def _combine(runs: list[dict]) -> dict:
             if field == "seconds_to":
                 first.setdefault("reached_in", {})[t] = f"{len(hit)}/{len(values)}"
                 first.setdefault("seconds_to_range", {})[t] = [hit[0], hit[-1]] if hit else None
+    first["stalls"] = [
+        {**one, "repeat": i} for i, r in enumerate(runs, 1) for one in r.get("stalls", [])
+    ]
     first["repeats"] = len(runs)
     first["runs"] = [{k: v for k, v in r.items() if k != "curve"} for r in runs]
     return first
@@ -582,7 +695,11 @@ def markdown(result: dict) -> str:
         lines.append(
             f"- **{name}**: {r['description']}. Process CPU time to {cpu} "
             f"(of {r['train_cpu_seconds']:.0f} CPU-s in all; on a busy machine the steadier clock)"
+            + _waits_sentence(r)
         )
+    for name, r in result["recipes"].items():
+        for one in r["stalls"] if "stalls" in r else stalls(r.get("curve") or []):
+            lines.append(stall_sentence(name, one))
     for t in result.get("targets", []):
         fastest = t["fastest"]
         lines.append(

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 PACKAGES = ("tensorflow", "keras", "numpy", "streamlit", "playwright")
 
@@ -95,6 +96,50 @@ def load_average() -> list[float]:
         return []
 
 
+def waiting_seconds() -> dict[str, float]:
+    """Machine-wide CPU seconds spent idle waiting for disk, and stolen by the host.
+
+    From /proc/stat's first line (all cores): ``iowait`` (idle with disk reads or
+    writes outstanding) and ``steal`` (the hypervisor ran something else). Empty
+    where there is no /proc/stat.
+    """
+    try:
+        with open("/proc/stat", encoding="utf-8") as fh:
+            fields = fh.readline().split()
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return {}
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return {}
+    return {"iowait": int(fields[5]) / hz, "steal": int(fields[8]) / hz}
+
+
+DAMON_ROOT = Path("/sys/kernel/mm/damon/admin/kdamonds")
+
+
+def page_reclaim(root: Path = DAMON_ROOT) -> str | None:
+    """The kernel's proactive reclaim, when it runs: DAMON paging out idle memory.
+
+    With it, library code and data files not touched for the scheme's minimum age are
+    dropped from memory and read back from disk at their next use (major page faults),
+    which a benchmark sees as wall time without CPU time. None when DAMON is off or absent.
+    """
+    try:
+        for kdamond in sorted(root.glob("[0-9]*")):
+            if (kdamond / "state").read_text().strip() != "on":
+                continue
+            for ctx in sorted(kdamond.glob("contexts/[0-9]*")):
+                aggr_us = int((ctx / "monitoring_attrs/intervals/aggr_us").read_text())
+                for scheme in sorted(ctx.glob("schemes/[0-9]*")):
+                    if (scheme / "action").read_text().strip() != "pageout":
+                        continue
+                    age = int((scheme / "access_pattern/age/min").read_text())
+                    return f"DAMON pages out memory idle for {age * aggr_us / 1e6:g} s or more"
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def describe() -> dict:
     """Everything above in one JSON-ready dict."""
     return {
@@ -106,6 +151,7 @@ def describe() -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "versions": versions(),
         "load_average": load_average(),
+        "page_reclaim": page_reclaim(),
     }
 
 
@@ -133,4 +179,5 @@ def summary_line(info: dict) -> str:
         f"{info['cores']} cores ({info['cpu_model']}: {flags}), {mem}, {gpu}; "
         f"TensorFlow {v['tensorflow']}, Keras {v['keras']}, Python {v['python']}; "
         f"load average at start {load}"
+        + (f"; {info['page_reclaim']}" if info.get("page_reclaim") else "")
     )

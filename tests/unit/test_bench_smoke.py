@@ -40,6 +40,17 @@ def check_time_to_accuracy(result: dict) -> None:
         assert r["curve"], name
         assert 0.0 < r["final_test_accuracy"] <= 1.0, name
         assert set(r["seconds_to"]) == {f"{t:.2f}" for t in THRESHOLDS}, name
+    # Each point says what the process waited for: the disk (its major page faults,
+    # the machine's iowait) or the host (steal).
+    first = result["recipes"]["fast"]["curve"][0]
+    assert first["major_faults"] >= 0 and first["iowait_seconds"] >= 0
+    assert first["steal_seconds"] >= 0
+    assert isinstance(result["recipes"]["fast"]["stalls"], list)
+    assert (
+        result["recipes"]["fast"]["steal_seconds"]
+        == result["recipes"]["fast"]["curve"][-1]["steal_seconds"]
+    )
+    assert "(steal)" in bench_time_to_accuracy.markdown(result)
     # The Kestrel recipe really went through the trainer, which wrote its metrics.
     metrics = result["recipes"]["fast"]["trainer_metrics"]
     assert metrics["epochs_done"] == 1
@@ -163,6 +174,81 @@ def test_reached_reports_the_first_point_at_each_threshold(accuracies, expected_
     for key, value in expected_seconds.items():
         assert seconds[key] == value
         assert epochs[key] == value  # epochs equal seconds in this table
+
+
+def _curve(walls, cpus, **waits):
+    points, wall, cpu = [], 0.0, 0.0
+    for i, (w, c) in enumerate(zip(walls, cpus, strict=True)):
+        wall, cpu = wall + w, cpu + c
+        point = {"epoch": (i + 1) / 2, "train_seconds": wall, "train_cpu_seconds": cpu}
+        points.append({**point, **{k: v[i] for k, v in waits.items()}})
+    return points
+
+
+def test_a_half_epoch_spent_waiting_is_reported_as_a_stall_with_its_waits():
+    # Usual pace: 2 CPU-s per wall second. The first half-epoch took 40 s for 9 CPU-s.
+    curve = _curve(
+        [40, 4, 4.5, 4, 3.8],
+        [9, 8, 9, 8, 7.6],
+        major_faults=[9000, 9010, 9012, 9012, 9020],
+        iowait_seconds=[30.0, 30.5, 30.5, 31.0, 31.0],
+        steal_seconds=[0.2, 0.2, 0.3, 0.3, 0.3],
+    )
+    found = bench_time_to_accuracy.stalls(curve)
+    assert len(found) == 1
+    stall = found[0]
+    assert (stall["from_epoch"], stall["to_epoch"]) == (0.0, 0.5)
+    assert stall["wall_seconds"] == 40 and stall["cpu_seconds"] == 9
+    assert stall["lost_seconds"] == pytest.approx(35.5, abs=0.1)
+    assert stall["major_faults"] == 9000 and stall["iowait_seconds"] == 30.0
+    sentence = bench_time_to_accuracy.stall_sentence("accurate", stall)
+    assert "40.0 s of wall time for 9.0 CPU-s" in sentence and "9,000 major page faults" in sentence
+
+
+def test_ordinary_jitter_is_not_a_stall_and_old_curves_without_cpu_time_have_none():
+    # 3 s over the usual pace is noise on a shared machine, not a stall.
+    assert bench_time_to_accuracy.stalls(_curve([4, 7, 4, 4], [8, 8, 8, 8])) == []
+    old = [{"epoch": 1.0, "train_seconds": 50.0, "test_accuracy": 0.9}]
+    assert bench_time_to_accuracy.stalls(old) == []
+
+
+def test_the_report_lists_each_repetitions_stalls():
+    stalled = {"seconds_to": {}, "epochs_to": {}, "cpu_seconds_to": {}}
+    runs = []
+    for walls in ([40, 4, 4], [4, 4, 4]):
+        curve = _curve(walls, [9 if w == 40 else 8 for w in walls])
+        runs.append(
+            {
+                **stalled,
+                **{k: 1.0 for k in ("train_seconds", "train_cpu_seconds", "images_per_sec")},
+                **{k: 0.9 for k in ("final_test_accuracy", "best_test_accuracy", "epochs_done")},
+                "stalls": bench_time_to_accuracy.stalls(curve),
+                "curve": curve,
+            }
+        )
+    combined = bench_time_to_accuracy._combine(runs)
+    assert [s["repeat"] for s in combined["stalls"]] == [1]
+    assert "(training 1) between epochs 0 and 0.5" in bench_time_to_accuracy.stall_sentence(
+        "accurate", combined["stalls"][0]
+    )
+
+
+def test_the_machine_line_names_proactive_page_reclaim(tmp_path):
+    ctx = tmp_path / "0" / "contexts" / "0"
+    scheme = ctx / "schemes" / "0"
+    (scheme / "access_pattern" / "age").mkdir(parents=True)
+    (ctx / "monitoring_attrs" / "intervals").mkdir(parents=True)
+    (tmp_path / "0" / "state").write_text("on\n")
+    (ctx / "monitoring_attrs" / "intervals" / "aggr_us").write_text("5000000\n")
+    (scheme / "action").write_text("pageout\n")
+    (scheme / "access_pattern" / "age" / "min").write_text("12\n")
+    found = machine.page_reclaim(tmp_path)
+    assert found == "DAMON pages out memory idle for 60 s or more"
+    info = {**machine.describe(), "page_reclaim": found}
+    assert machine.summary_line(info).endswith("; DAMON pages out memory idle for 60 s or more")
+    (tmp_path / "0" / "state").write_text("off\n")
+    assert machine.page_reclaim(tmp_path) is None
+    assert machine.page_reclaim(tmp_path / "absent") is None
 
 
 def test_results_of_a_day_are_merged(tmp_path):
