@@ -435,7 +435,45 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> Any:
     import keras
 
     # compile=False: prediction needs no optimizer, and less is deserialised.
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    return float32_model(keras.saving.load_model(path, compile=False, safe_mode=True))
+
+
+def _float32_policies(obj: Any) -> tuple[Any, bool]:
+    """``obj`` (a serialised model) with every mixed dtype policy replaced by float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "DTypePolicy" and isinstance(obj.get("config"), dict):
+            name = obj["config"].get("name", "")
+            if isinstance(name, str) and name.startswith("mixed_"):
+                return {**obj, "config": {**obj["config"], "name": "float32"}}, True
+        changed = False
+        out = {}
+        for key, value in obj.items():
+            out[key], hit = _float32_policies(value)
+            changed = changed or hit
+        return out, changed
+    if isinstance(obj, list):
+        pairs = [_float32_policies(v) for v in obj]
+        return [v for v, _ in pairs], any(hit for _, hit in pairs)
+    return obj, False
+
+
+def float32_model(model: Any) -> Any:
+    """``model`` computing in float32: a copy when it was trained under mixed precision.
+
+    A model trained with ``mixed_bfloat16`` (mixed precision on a CPU) or
+    ``mixed_float16`` keeps float32 weights but computes in half precision. TFLite
+    and ONNX cannot convert bfloat16 arithmetic, and a half-precision Grad-CAM or
+    prediction differs from the exported model's, so every model Kestrel loads for
+    prediction, export or compression computes in float32; the weights are the same.
+    """
+    import keras
+
+    serialised, changed = _float32_policies(keras.saving.serialize_keras_object(model))
+    if not changed:
+        return model
+    copy = keras.saving.deserialize_keras_object(serialised, safe_mode=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def load_model(entry: ModelEntry) -> Any:
@@ -513,6 +551,7 @@ __all__ = [
     "check_model_config_safe",
     "completed_runs",
     "default_entry",
+    "float32_model",
     "inspect_keras_archive",
     "list_models",
     "load_model",

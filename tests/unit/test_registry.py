@@ -190,3 +190,42 @@ def test_default_entry_is_the_fashion_demo():
         pytest.skip("no shipped demo models (run make demo-models)")
     assert entry.source == "shipped" and "fashion" in entry.name
     assert entry.model_path.stat().st_size <= 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_model_loads_computing_in_float32_and_exports(policy, tmp_path):
+    """Mixed precision "on" trains in bfloat16 on a CPU; TFLite and ONNX cannot convert that.
+
+    Every model Kestrel loads computes in float32 with the same weights, so predictions,
+    Grad-CAM, exports and compression all see one float32 model.
+    """
+    from lib import export
+
+    ds = load_dataset(DATA)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        mixed = build_model(
+            ModelConfig(preset="fast_cnn", width=0.25, dropout=0.3),
+            ds.image_shape,
+            len(ds.class_names),
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert any(layer.dtype_policy.name == policy for layer in mixed.layers)
+    path = tmp_path / "mixed.keras"
+    mixed.save(path)
+
+    loaded = registry.load_model_file(path)
+    assert {layer.dtype_policy.compute_dtype for layer in loaded.layers} == {"float32"}
+    x = ds.splits["test"].images()[:32].astype("float32")
+    want = np.asarray(mixed.predict(x, verbose=0), np.float32)
+    got = np.asarray(loaded.predict(x, verbose=0))
+    np.testing.assert_allclose(got, want, atol=0.1)  # half precision's rounding only
+    for a, b in zip(loaded.get_weights(), mixed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    data = export.tflite_bytes(loaded, ds.image_shape)
+    np.testing.assert_allclose(export.tflite_runner(data)(x), got, atol=1e-4)
+    # A float32 model is returned as it is, not copied.
+    assert registry.float32_model(loaded) is loaded
