@@ -770,7 +770,8 @@ class TrainConfig(_JsonMixin):
         default="auto",
         metadata=_choice(
             ("auto", "on", "off"),
-            "float16 compute on GPUs that support it",
+            "half-precision compute; auto: float16 on GPUs with tensor cores, bfloat16 on "
+            "CPUs with AVX-512 BF16 or AMX (not for ImageNet backbones), float32 elsewhere",
             label="Mixed precision",
         ),
     )

@@ -77,12 +77,40 @@ def detect_gpus() -> list[GpuInfo]:
     return gpus
 
 
-def choose_precision(mode: str, gpus: list[GpuInfo]) -> str:
-    """The Keras dtype policy for ``mode`` ("auto", "on", "off") on these GPUs.
+# CPU flags of native bfloat16 arithmetic, which oneDNN's bfloat16 kernels need
+# (without them TensorFlow emulates bfloat16, slower than float32).
+CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); False where unknown."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in CPU_BFLOAT16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def choose_precision(
+    mode: str,
+    gpus: list[GpuInfo],
+    *,
+    cpu_bfloat16: bool = False,
+    imagenet_backbone: bool = False,
+) -> str:
+    """The Keras dtype policy for ``mode`` ("auto", "on", "off") on this hardware.
 
     "auto" uses mixed_float16 only where every GPU has tensor cores (compute
-    capability ≥ 7.0); "on" without a GPU uses mixed_bfloat16, the CPU's
-    half-precision format.
+    capability ≥ 7.0). Without a GPU it uses mixed_bfloat16 where the CPU computes
+    bfloat16 natively (``cpu_bfloat16``), for Kestrel's own CNNs only: bench/'s
+    ablation measured fast_cnn and accurate_cnn cheaper per image in it there, and a
+    MobileNetV2 dearer (``imagenet_backbone``, one of the ImageNet backbone
+    architectures with or without their weights: float32). "on" without a
+    GPU always uses mixed_bfloat16, the CPU's half-precision format.
     """
     if mode == "off":
         return "float32"
@@ -92,7 +120,9 @@ def choose_precision(mode: str, gpus: list[GpuInfo]) -> str:
         for g in gpus
     )
     if mode == "auto":
-        return "mixed_float16" if capable else "float32"
+        if gpus:
+            return "mixed_float16" if capable else "float32"
+        return "mixed_bfloat16" if cpu_bfloat16 and not imagenet_backbone else "float32"
     return "mixed_float16" if gpus else "mixed_bfloat16"
 
 
@@ -120,12 +150,32 @@ def is_chief() -> bool:
     )
 
 
-def configure(device: str = "auto", mixed_precision: str = "auto") -> HardwareSetup:
+@contextlib.contextmanager
+def keep_dtype_policy():
+    """Put the process's global Keras dtype policy back on leaving.
+
+    :func:`configure` sets the policy for a run; a caller that trains in its own
+    process (the benchmarks, the tests, an in-process LR sweep) keeps its own.
+    """
+    import keras
+
+    previous = keras.config.dtype_policy()
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def configure(
+    device: str = "auto", mixed_precision: str = "auto", *, imagenet_backbone: bool = False
+) -> HardwareSetup:
     """Set up devices and precision for this process and pick the strategy.
 
     Args:
         device: "auto", "cpu" or "gpu" (TrainConfig.device).
         mixed_precision: "auto", "on" or "off" (TrainConfig.mixed_precision).
+        imagenet_backbone: the model is one of the ImageNet backbone architectures,
+            which "auto" keeps in float32 on a CPU (see :func:`choose_precision`).
 
     Returns:
         The set-up, with ``strategy`` ready to use.
@@ -161,7 +211,12 @@ def configure(device: str = "auto", mixed_precision: str = "auto") -> HardwareSe
         strategy = tf.distribute.get_strategy()
         strategy_name = "default"
 
-    precision = choose_precision(mixed_precision, gpus)
+    precision = choose_precision(
+        mixed_precision,
+        gpus,
+        cpu_bfloat16=not gpus and cpu_native_bfloat16(),
+        imagenet_backbone=imagenet_backbone,
+    )
     keras.mixed_precision.set_global_policy(precision)
     return HardwareSetup(
         device="gpu" if gpus else "cpu",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import jobs, runstore
-from lib.config import RunConfig
+from lib.config import TRANSFER_PRESETS, RunConfig
 from lib.errors import KestrelError
 from lib.workspace import area, safe_join
 
@@ -179,6 +179,13 @@ def find_lr(
         lib.training.RunConfigError, lib.data.DatasetError: the recipe cannot train.
         LRFinderError: the loss diverged at once.
     """
+    from lib import hardware
+
+    with hardware.keep_dtype_policy():
+        return _find_lr(config, steps, min_lr, max_lr, echo, on_step)
+
+
+def _find_lr(config, steps, min_lr, max_lr, echo, on_step) -> LRFindResult:
     import keras
 
     from lib import hardware
@@ -187,7 +194,11 @@ def find_lr(
     t0 = time.monotonic()
     rates = sweep_rates(steps, min_lr, max_lr)
     cfg = config.replace(train=config.train.replace(schedule="constant", learning_rate=min_lr))
-    hw = hardware.configure(cfg.train.device, cfg.train.mixed_precision)
+    hw = hardware.configure(
+        cfg.train.device,
+        cfg.train.mixed_precision,
+        imagenet_backbone=cfg.model.preset in TRANSFER_PRESETS,
+    )
     keras.utils.set_random_seed(cfg.train.seed)
     data = prepare_data(cfg)
     model = build_and_compile(cfg, data, hw)

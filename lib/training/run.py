@@ -39,7 +39,7 @@ import keras
 import numpy as np
 
 from lib import fine_tune, runstore
-from lib.config import RunConfig, TrainConfig
+from lib.config import TRANSFER_PRESETS, RunConfig, TrainConfig
 from lib.errors import KestrelError
 from lib.progress import EndEvent, MetricsEvent, PhaseEvent, append_event
 from lib.training import harden, transfer
@@ -382,6 +382,11 @@ def record_results(
     phase("evaluating")
     if (run_dir / runstore.MODEL_FILE).exists():
         model.load_weights(str(run_dir / runstore.MODEL_FILE))
+    if hw.device == "cpu" and hw.precision != "float32":
+        from lib.registry import float32_model
+
+        # The scores and predictions of the model as Predict and the exports run it.
+        model = float32_model(model)
     rows = read_rows(run_dir)
     ds = data.dataset
     metrics: dict[str, Any] = {
@@ -526,7 +531,10 @@ def train_run(
         if echo:
             print(text, flush=True)
 
-    outcome = _train(run_dir, phase, echo=echo, extra_callbacks=extra_callbacks)
+    from lib import hardware
+
+    with hardware.keep_dtype_policy():
+        outcome = _train(run_dir, phase, echo=echo, extra_callbacks=extra_callbacks)
     append_event(run_dir, EndEvent(state=outcome.state, error=outcome.error))
     return outcome
 
@@ -545,7 +553,9 @@ def _train(
     tc = cfg.train
     resume = ResumeState(0, None, "")
     try:
-        hw = hardware.configure(tc.device, tc.mixed_precision)
+        hw = hardware.configure(
+            tc.device, tc.mixed_precision, imagenet_backbone=cfg.model.preset in TRANSFER_PRESETS
+        )
         phase(f"hardware: {hw.describe()}")
         keras.utils.set_random_seed(tc.seed)
 

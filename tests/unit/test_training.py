@@ -285,6 +285,62 @@ def test_mixed_precision_choice(mode, gpus, expected):
     assert hardware.choose_precision(mode, gpus) == expected
 
 
+@pytest.mark.parametrize(
+    ("mode", "gpus", "backbone", "expected"),
+    [
+        ("auto", [], False, "mixed_bfloat16"),  # Kestrel's own CNNs: cheaper per image
+        ("auto", [], True, "float32"),  # a MobileNetV2 measured dearer in bfloat16
+        ("auto", [GpuInfo("g0", "P100", (6, 0))], False, "float32"),  # the GPU decides
+        ("on", [], True, "mixed_bfloat16"),
+        ("off", [], False, "float32"),
+    ],
+)
+def test_auto_uses_bfloat16_on_a_cpu_that_computes_it_natively(mode, gpus, backbone, expected):
+    got = hardware.choose_precision(mode, gpus, cpu_bfloat16=True, imagenet_backbone=backbone)
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu avx2 amx_bf16 amx_tile", True),
+        ("fpu avx2 avx512f avx512_vnni", False),  # bfloat16 would be emulated: slower
+    ],
+)
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    assert hardware.cpu_native_bfloat16(str(cpuinfo)) is native
+    assert hardware.cpu_native_bfloat16(str(tmp_path / "absent")) is False
+
+
+def test_a_bfloat16_run_scores_the_float32_model_and_leaves_the_callers_policy(monkeypatch):
+    """What "auto" trains with on a bfloat16 CPU (forced here, so any CPU tests it)."""
+    import keras
+
+    from lib.registry import load_model_file
+
+    monkeypatch.setattr(hardware, "cpu_native_bfloat16", lambda *a: True)
+    path = runstore.create_run(tiny_config(epochs=2))
+    assert jobs.run_here(path, echo=False, claim=True) == 0
+    assert runstore.read_status(path).state == "completed", runstore.read_status(path).error
+    metrics = json.loads((path / runstore.METRICS_FILE).read_text())
+    assert metrics["precision"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # this process's own policy
+    # metrics.json scores the model as Predict and the exports run it: in float32.
+    model = load_model_file(path / runstore.MODEL_FILE)
+    from lib.data import load_dataset
+
+    split = load_dataset(tiny_config().data).splits["test"]
+    logits = np.asarray(model.predict(split.images().astype("float32"), verbose=0))
+    assert metrics["test_accuracy"] == pytest.approx(
+        float((logits.argmax(axis=1) == np.asarray(split.labels)).mean()), abs=1e-9
+    )
+    stored = np.load(path / runstore.PREDICTIONS_FILE)
+    assert (np.asarray(stored["probs"]).argmax(axis=1) == logits.argmax(axis=1)).all()
+
+
 def test_gpu_request_without_a_gpu_is_refused():
     if hardware.detect_gpus():
         pytest.skip("this machine has a GPU")
