@@ -17,7 +17,11 @@ a shared machine), median with min–max. Compared with the ``accurate_cnn`` row
 - label smoothing: the loss with ``label_smoothing=0.1``;
 - batch size: 256 against 128;
 - channels order: ``channels_first`` convolutions, where TensorFlow's CPU kernels
-  take them (the result says when they do not).
+  take them (the result says when they do not);
+- bfloat16: ``accurate_cnn``, ``fast_cnn`` and a MobileNetV2 under ``mixed_bfloat16``,
+  what mixed precision trains with on a CPU (compare ``fast_cnn_bfloat16`` with
+  ``fast_cnn``, ``mobilenetv2_bfloat16`` with ``mobilenetv2``): lib.hardware's "auto"
+  follows these rows where the CPU computes bfloat16 natively.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def _variants():
         blocks=(ConvBlock(filters=32, batch_norm=False), ConvBlock(filters=64, batch_norm=False)),
         head=HeadConfig(pooling="flatten", dense=(256,), dropout=0.3),
     )
-    # name -> (ModelConfig, batch size, use_ema, label smoothing, data format)
+    # name -> (ModelConfig, batch size, use_ema, label smoothing, data format[, dtype policy])
     return {
         BASE: (ModelConfig(preset="accurate_cnn"), 128, False, 0.0, "channels_last"),
         "no_batchnorm": (no_bn, 128, False, 0.0, "channels_last"),
@@ -54,21 +58,35 @@ def _variants():
         "label_smoothing": (ModelConfig(preset="accurate_cnn"), 128, False, 0.1, "channels_last"),
         "batch_256": (ModelConfig(preset="accurate_cnn"), 256, False, 0.0, "channels_last"),
         "channels_first": (ModelConfig(preset="accurate_cnn"), 128, False, 0.0, "channels_first"),
+        # Mixed precision "on" without a GPU: bfloat16 compute, native on CPUs with
+        # AVX-512 BF16 or AMX (the machine line names them), emulated on others.
+        "bfloat16": (ModelConfig(preset="accurate_cnn"), 128, False, 0.0, "channels_last",
+                     "mixed_bfloat16"),
+        "fast_cnn_bfloat16": (ModelConfig(preset="fast_cnn"), 128, False, 0.0, "channels_last",
+                              "mixed_bfloat16"),
+        # An ImageNet backbone (random weights: the cost is the architecture's), which
+        # mixed precision "auto" keeps in float32 on a CPU.
+        "mobilenetv2": (ModelConfig(preset="mobilenetv2"), 128, False, 0.0, "channels_last"),
+        "mobilenetv2_bfloat16": (ModelConfig(preset="mobilenetv2"), 128, False, 0.0,
+                                 "channels_last", "mixed_bfloat16"),
     }  # fmt: skip
 
 
-def _build(model_cfg, batch, ema, smoothing, data_format, x, y, num_classes):
+def _build(model_cfg, batch, ema, smoothing, data_format, *rest, x, y, num_classes):
     import keras
     import tensorflow as tf
 
     from lib.architectures import build_model
 
-    before = keras.config.image_data_format()
+    policy = rest[0] if rest else "float32"
+    before, before_policy = keras.config.image_data_format(), keras.config.dtype_policy()
     keras.config.set_image_data_format(data_format)
+    keras.config.set_dtype_policy(policy)  # the layers keep it after the reset below
     try:
         model = build_model(model_cfg, (28, 28, 1), num_classes)
     finally:
         keras.config.set_image_data_format(before)
+        keras.config.set_dtype_policy(before_policy)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3, use_ema=ema),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing),
@@ -97,7 +115,7 @@ def run(size: str = "full") -> dict:
     setups, refused = {}, {}
     for name, spec in _variants().items():
         try:
-            model, data = _build(*spec, x, y, ds.num_classes)
+            model, data = _build(*spec, x=x, y=y, num_classes=ds.num_classes)
             model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)  # trace
             setups[name] = (model, data, spec[1])
         except Exception as exc:  # e.g. NCHW convolutions on a CPU

@@ -104,8 +104,19 @@ def check_health(result: dict) -> None:
     )
 
 
+def check_ablation(result: dict) -> None:
+    """Mixed precision's CPU form is timed beside float32, and the policy is put back."""
+    import keras
+
+    check_numbers(result)
+    timed = set(result["variants"]) | set(result["refused"])
+    assert {"bfloat16", "fast_cnn_bfloat16", "mobilenetv2", "mobilenetv2_bfloat16"} <= timed
+    assert keras.config.dtype_policy().name == "float32"
+
+
 CHECKS = {
     "time_to_accuracy": check_time_to_accuracy,
+    "ablation": check_ablation,
     "health": check_health,
     "augment": check_augment,
     "app": check_app,
