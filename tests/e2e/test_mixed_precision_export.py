@@ -1,0 +1,72 @@
+"""A person turns mixed precision on, trains, and exports the run from Predict.
+
+Mixed precision "on" trains in bfloat16 on a CPU. TFLite and ONNX cannot convert
+bfloat16 arithmetic, so Kestrel loads every model computing in float32 (same
+weights); before that, both conversions failed for such a run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from helpers import (
+    click,
+    main_text,
+    navigate,
+    open_page,
+    segment,
+    select,
+    set_number,
+    use_digits,
+    wait_for_text,
+    wait_idle,
+)
+
+from lib import export, jobs, runstore
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_S = 300
+
+
+def _open_expander(page, title: str, inside: str) -> None:
+    """Open the expander titled ``title`` (a click on its summary, as a person does)."""
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text=title).first
+    if not expander.get_by_text(inside).first.is_visible():
+        expander.locator("summary").first.click()
+        wait_idle(page)
+    expander.get_by_text(inside).first.wait_for()
+
+
+def test_a_run_trained_in_mixed_precision_exports_with_parity(streamlit_server, page, steps):
+    open_page(page, streamlit_server, "")
+    navigate(page, "Dataset")
+    use_digits(page)
+    navigate(page, "Train")
+    set_number(page, "Epochs", 2)
+    _open_expander(page, "More options", "Mixed precision")
+    select(page, "Mixed precision", "on")
+    steps(page, "mixed-precision-on")
+    click(page, "Start training")
+    wait_for_text(page, r"Completed · test accuracy", timeout_s=RUN_TIMEOUT_S)
+    run_dir = runstore.run_dir(jobs.list_runs()[0].run_id)
+    assert runstore.read_config(run_dir).train.mixed_precision == "on"
+    metrics = json.loads((run_dir / runstore.METRICS_FILE).read_text())
+    assert metrics["precision"] == "mixed_bfloat16", metrics["device"]  # no GPU here
+
+    navigate(page, "Predict")
+    segment(page, "Training run")
+    _open_expander(page, "Export", "Format")
+    kinds = ["tflite"] + (["onnx"] if export.onnx_available() else [])
+    for kind in kinds:
+        select(page, "Format", export.FORMATS[kind][0])
+        click(page, "Convert and check")
+        wait_for_text(page, r"Top-1 agreement", timeout_s=180)
+        text = main_text(page)
+        assert "conversion failed" not in text, text
+        agreement = re.search(r"Top-1 agreement\s+([\d.]+)%", text)
+        assert agreement and float(agreement.group(1)) == 100.0, text
+        assert f"Download {run_dir.name}{export.FORMATS[kind][1]}" in text
+        steps(page, f"exported-{kind}")
