@@ -191,9 +191,9 @@ def convert(
             warnings.simplefilter("ignore", UserWarning)
             return converter.convert()
     except Exception as exc:
-        raise CompressError(
-            f"{VARIANTS[kind][0]} conversion failed: {type(exc).__name__}: {exc}"
-        ) from None
+        from lib import export
+
+        raise CompressError(export.conversion_failure(VARIANTS[kind][0], exc)) from None
 
 
 def _interpreter(data: bytes, threads: int):

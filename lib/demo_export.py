@@ -250,7 +250,7 @@ def build_demo(entry: ModelEntry, dest: Path, onnx: bytes | None = None) -> Path
             else:
                 onnx = export.onnx_bytes(model, entry.card.input_shape)
         except Exception as exc:
-            raise DemoExportError(f"ONNX conversion failed: {type(exc).__name__}: {exc}") from None
+            raise DemoExportError(export.conversion_failure("ONNX", exc)) from None
     config = demo_config(entry, unknown)
     config["outputs"] = _output_names(onnx, entry.card.num_classes)
     if unknown and unknown["needs_features"] and "features" not in config["outputs"]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import logging
 import tempfile
 import time
 import zipfile
@@ -52,6 +53,9 @@ FORMATS: dict[str, tuple[str, str]] = {
     "tflite_dynamic": ("TFLite dynamic-range quantised (.tflite)", "_dynamic.tflite"),
     "onnx": ("ONNX (.onnx)", ".onnx"),
 }
+
+
+MESSAGE_CHARS = 300  # of a converter's error shown on the page
 
 
 class ExportError(KestrelError):
@@ -171,15 +175,29 @@ def export_model(entry: ModelEntry, kind: str, images: np.ndarray | None = None)
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(
-            f"{FORMATS[kind][0]} conversion failed: {type(exc).__name__}: {exc}"
-        ) from None
+        raise ExportError(conversion_failure(FORMATS[kind][0], exc)) from None
     if images is None:
         images = parity_images(entry)
     if kind == "savedmodel":
         probs_fn = savedmodel_runner(data)
     result_parity = check_parity(predictor, probs_fn, images, entry.card.output)
     return ExportResult(kind, filename, data, result_parity, time.perf_counter() - t0)
+
+
+def conversion_failure(what: str, exc: BaseException) -> str:
+    """The message a page shows for a failed conversion to ``what``.
+
+    Converters put whole MLIR dumps in their errors: the server's log keeps all of
+    it, the message its first line, cut to MESSAGE_CHARS, and what to do.
+    """
+    logging.getLogger(__name__).error("%s conversion failed", what, exc_info=exc)
+    text = (str(exc).strip().splitlines() or [""])[0].rstrip(". ")
+    if len(text) > MESSAGE_CHARS:
+        text = text[: MESSAGE_CHARS - 1].rstrip() + "…"
+    return (
+        f"{what} conversion failed: {type(exc).__name__}: {text}. "
+        "Try another format; the whole error is in the server's log"
+    )
 
 
 def check_parity(

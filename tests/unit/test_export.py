@@ -75,3 +75,19 @@ def test_unknown_or_unavailable_formats_are_refused(demo, monkeypatch):
     assert "onnx" not in export.available_formats()
     with pytest.raises(export.ExportError, match="tf2onnx"):
         export.export_model(entry, "onnx")
+
+
+def test_a_failed_conversion_says_its_first_line_and_what_to_do(demo, monkeypatch, caplog):
+    """TFLite's converter errors carry whole MLIR dumps; the page shows one bounded line."""
+    entry, images = demo
+    dump = "Could not translate MLIR to FlatBuffer. " + "loc(callsite(fused[...])) " * 200
+    monkeypatch.setattr(
+        export, "tflite_bytes", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(dump + "\nmore"))
+    )
+    with pytest.raises(export.ExportError) as caught:
+        export.export_model(entry, "tflite", images)
+    message = str(caught.value)
+    assert message.startswith("TFLite float32 (.tflite) conversion failed: RuntimeError: Could not")
+    assert message.endswith("Try another format; the whole error is in the server's log")
+    assert len(message) < export.MESSAGE_CHARS + 150 and "more" not in message
+    assert dump.strip() in caplog.text  # the log keeps all of it
