@@ -591,6 +591,15 @@ def count_parameters(run_dir: Path | str) -> int | None:
     return _PARAM_CACHE[key]
 
 
+# What a run computed in (metrics.json's Keras dtype policy), in the Compare table's words:
+# "auto" can mean any of them, depending on the hardware that trained the run.
+PRECISION_WORDS = {
+    "float32": "float32",
+    "mixed_bfloat16": "bfloat16 (mixed)",
+    "mixed_float16": "float16 (mixed)",
+}
+
+
 def run_summary(run_dir: Path | str) -> dict[str, Any]:
     """What the Compare page's table shows for one run.
 
@@ -618,6 +627,7 @@ def run_summary(run_dir: Path | str) -> dict[str, Any]:
         "batch_size": cfg.train.batch_size,
         "epochs": int(metrics.get("epochs_done", view.epochs_done)),
         "train_seconds": None if seconds is None else round(float(seconds), 1),
+        "precision": PRECISION_WORDS.get(metrics.get("precision"), metrics.get("precision")),
         "best_val_accuracy": view.best_val_accuracy,
         "test_accuracy": test_acc,
     }

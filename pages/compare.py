@@ -26,6 +26,7 @@ ROWS = {  # run_summary key -> row label, in display order
     "batch_size": "batch size",
     "epochs": "epochs",
     "train_seconds": "training time (s)",
+    "precision": "computed in",
     "best_val_accuracy": "best validation accuracy",
     "test_accuracy": "test accuracy",
 }

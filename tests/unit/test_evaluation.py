@@ -274,6 +274,14 @@ def test_compute_and_load_predictions_of_a_real_tiny_run():
     summary = ev.run_summary(run_dir)
     assert summary["dataset"] == "digits" and summary["epochs"] == 2
     assert summary["parameters"] == 8 * 8 * 16 + 16 + 16 * 10 + 10
+    assert summary["precision"] is None  # the tiny run's metrics do not say: "—"
+    metrics = runstore.read_metrics(run_dir)
+    for policy, words in (("mixed_bfloat16", "bfloat16 (mixed)"), ("float32", "float32")):
+        runstore.atomic_write_json(
+            run_dir / runstore.METRICS_FILE, {**metrics, "precision": policy}
+        )
+        assert ev.run_summary(run_dir)["precision"] == words
+    runstore.atomic_write_json(run_dir / runstore.METRICS_FILE, metrics)
     assert ev.completed_runs() == [run_dir]
     assert len(ev.load_history(run_dir)) == 2
 
