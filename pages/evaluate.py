@@ -125,7 +125,11 @@ labels = {p.name: runs_lib.run_label(runs_lib.view_of(p)) for p in runs}
 if st.session_state.get(ui.EVAL_RUN) not in ids:
     selected = st.session_state.get(ui.SELECTED_RUN)
     st.session_state[ui.EVAL_RUN] = selected if selected in ids else ids[0]
-run_id = st.selectbox("Run", ids, format_func=labels.get, key=ui.EVAL_RUN)
+run_id = st.selectbox(
+    "Run", ids, format_func=labels.get, key=ui.EVAL_RUN,
+    on_change=ui.refuse_echo, args=(ui.EVAL_RUN,),
+)  # fmt: skip
+ui.hold(ui.EVAL_RUN)
 ui.select_run(run_id)
 run_dir = runstore.run_dir(run_id)
 try:

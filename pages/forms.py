@@ -16,7 +16,9 @@ part is rebuilt from its widgets, validated, and saved as the draft's next
 revision. A refused value (a cross-field rule, say) puts the widgets back to
 the draft's values and says why, so what the screen shows is always the draft,
 and the draft is what Start trains. There are no ``st.form``s: Enter in a
-field only commits that field.
+field only commits that field. Forms are never drawn inside fragments: a change
+reported in a fragment run is an echo of an older screen and is not committed
+(``ui.in_fragment_run``).
 """
 
 from __future__ import annotations
@@ -219,6 +221,12 @@ def commit(part: str, build: Callable[[drafts.Draft], drafts.Draft] | None = Non
             widgets). A ValueError it raises refuses the change.
     """
     draft = ui.draft()
+    if ui.in_fragment_run():
+        # An echo of an older screen, not an edit (ui.in_fragment_run; forms are never
+        # drawn in fragments): keep the draft, and seed every widget from it again on the
+        # next whole-page run, so the widgets' state matches the screen.
+        _reseed(draft)
+        return
     refusals = st.session_state.setdefault(ui.FORM_REFUSED, {})
     refusals.pop(part, None)
     try:

@@ -128,7 +128,10 @@ def _run_model() -> registry.ModelEntry | None:
         key=ui.PRED_RUN_PICK,
         help="Opens on the run you last looked at (Train, Evaluate); else on the best "
         "completed run (highest test accuracy).",
+        on_change=ui.refuse_echo,
+        args=(ui.PRED_RUN_PICK,),
     )
+    ui.hold(ui.PRED_RUN_PICK)
     ui.select_run(pick)
     run_dir = views[pick].path
     entry = registry.run_entry(run_dir)
@@ -354,7 +357,10 @@ def _unknown_threshold(entry: registry.ModelEntry, predictor) -> float | None:
             f"({ood_definition(detector)}). The card's threshold, {card_value:.3g}, keeps "
             f"{detector.keep:.0%} of the validation images."
         ),
+        on_change=ui.refuse_echo,
+        args=(ui.PRED_UNKNOWN_THRESHOLD,),
     )
+    ui.hold(ui.PRED_UNKNOWN_THRESHOLD)
     st.caption(
         f"At {threshold:.3g} this rejects **{detector.rejection_share(threshold):.1%}** of the "
         f"validation images as unknown (the card's threshold {card_value:.3g} rejects "

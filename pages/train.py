@@ -189,7 +189,10 @@ def _recipe_picker(draft: drafts.Draft) -> None:
         format_func=lambda n: RECIPE_INFO[n].title,
         key=ui.TRAIN_RECIPE,
         help="Measured recipes: they set augmentation, model and training, not the dataset.",
+        on_change=ui.refuse_echo,
+        args=(ui.TRAIN_RECIPE,),
     )
+    ui.hold(ui.TRAIN_RECIPE)
     c2.button("Use recipe", key=ui.TRAIN_RECIPE_USE, on_click=_use_recipe)
     st.caption(RECIPE_INFO[name].description)
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lib import drafts, runstore
 from lib.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
@@ -30,6 +31,7 @@ DRAFT_CACHE = "draft_cache"  # (file mtime, Draft): the last read of the draft f
 DRAFT_NOTICE = "draft_notice"  # a message about the draft (a lost id), shown once
 FORM_SEEDED = "form_seeded_revision"  # {part: draft revision the widgets were seeded from}
 FORM_REFUSED = "form_refused"  # {part: message of the last refused change}
+DRAWN_VALUES = "drawn_values"  # {widget key: the value the last whole-page run drew it with}
 FORM_NOTICE = "form_notice"  # a message after a recipe, loaded run or clone changed the draft
 FORM_BOUND = "form_bound_fields"  # {"Class.field"}: fields that have a widget (for tests)
 SELECTED_RUN = "selected_run_id"
@@ -408,6 +410,37 @@ def segmented(where, label: str, options, *, key: str, first, **kwargs):
     value = where.segmented_control(label, options, key=key, **kwargs)
     remember(key)
     return value
+
+
+def in_fragment_run() -> bool:
+    """Whether this script run reruns fragments only (a fragment's timer or its own widget).
+
+    Such a run's request carries every widget's value as the browser had it when it sent
+    the request. A person's edit of a widget outside any fragment reruns the whole page,
+    so a change to such a widget reported in a fragment run is an echo of an older
+    screen: a live panel's timer fired after the page set the widget (a recipe the form
+    took, say) and before the browser received the new value. Widget callbacks outside
+    fragments ignore it (forms.commit, refuse_echo), or the echo would undo the change.
+    """
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and getattr(ctx, "fragment_ids_this_run", None))
+
+
+def hold(key: str) -> None:
+    """Record the value the widget ``key`` (outside any fragment) was just drawn with.
+
+    With ``on_change=ui.refuse_echo, args=(key,)`` on the widget, a fragment run's echo
+    of an older value is put back to this one.
+    """
+    if not in_fragment_run():
+        st.session_state.setdefault(DRAWN_VALUES, {})[key] = st.session_state.get(key)
+
+
+def refuse_echo(key: str) -> None:
+    """on_change of a held widget: in a fragment run, keep the value the page drew."""
+    drawn = st.session_state.get(DRAWN_VALUES, {})
+    if in_fragment_run() and key in drawn:
+        st.session_state[key] = drawn[key]
 
 
 def draft() -> drafts.Draft:

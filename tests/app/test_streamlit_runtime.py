@@ -56,3 +56,17 @@ def test_a_run_of_the_app_leaves_keras_alone(monkeypatch):
 def test_no_full_garbage_collection_after_every_run():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
+
+
+def test_the_run_context_still_says_which_fragments_a_run_reruns():
+    """ui.in_fragment_run reads it; without it, echoes of older screens would be edits again.
+
+    The browser test tests/e2e/test_screen_is_truth.py (a live panel tick in flight)
+    shows what it guards against.
+    """
+    import dataclasses
+
+    from streamlit.runtime.scriptrunner_utils.script_run_context import ScriptRunContext
+
+    assert "fragment_ids_this_run" in {f.name for f in dataclasses.fields(ScriptRunContext)}
+    assert ui.in_fragment_run() is False  # outside any script run

@@ -395,3 +395,60 @@ class Steps:
         for i, page in enumerate(self.pages):
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(folder / f"failure-page{i}.png"), full_page=True)
+
+
+class TimerEcho:
+    """Makes a fragment's timer fire at the worst moment, on purpose.
+
+    A page with a live fragment (``run_every``) sends a rerun request on each tick with
+    every widget's value as the browser holds it. A tick that fires after a click and
+    before the page's answer arrives carries the values from before the click. This
+    proxy of the page's websocket keeps the last such tick and, once armed, sends it
+    again as soon as the server starts answering the next request: what the browser
+    itself sends when its timer fires in that window (a matter of luck otherwise).
+
+    Install it before the page opens: ``echo = TimerEcho(page)``; then ``echo.arm()``
+    before the action, and ``echo.sent`` says whether it fired.
+    """
+
+    def __init__(self, page) -> None:
+        self.last_tick: bytes | None = None
+        self.armed = False
+        self.sent = 0
+        page.route_web_socket(re.compile(r".*/_stcore/stream"), self._route)
+
+    def _route(self, ws) -> None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        server = ws.connect_to_server()
+
+        def from_page(message) -> None:
+            if isinstance(message, bytes):
+                back = BackMsg()
+                back.ParseFromString(message)
+                if back.WhichOneof("type") == "rerun_script" and back.rerun_script.fragment_id:
+                    self.last_tick = message
+            server.send(message)
+
+        def from_server(message) -> None:
+            ws.send(message)
+            if not (self.armed and isinstance(message, bytes)):
+                return
+            forward = ForwardMsg()
+            forward.ParseFromString(message)
+            if forward.WhichOneof("type") == "delta":  # the answer has begun: the script runs
+                self.armed = False
+                server.send(self.last_tick)
+                self.sent += 1
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    def arm(self, page, timeout_s: float = 30.0) -> None:
+        """Wait for a first tick (the fragment's timer), then arm the echo."""
+        deadline = time.monotonic() + timeout_s
+        while self.last_tick is None:
+            assert time.monotonic() < deadline, f"no fragment tick within {timeout_s}s"
+            page.wait_for_timeout(100)
+        self.armed = True

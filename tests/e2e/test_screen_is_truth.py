@@ -9,6 +9,8 @@
 - Weights that cannot be had here are refused at Start with the Model page's words.
 - On the default shapes set, the Train page offers the shapes-demo model's recipe: one
   click fills the form with it, a reload keeps it, and nothing starts.
+- A live panel's timer that fires between that click and the page's answer (its request
+  carries the form from before the click) does not undo the recipe.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import pytest
 from helpers import (
+    TimerEcho,
     act,
     assert_healthy,
     choose_radio,
@@ -33,9 +36,9 @@ from helpers import (
     wait_without_text,
 )
 
-from lib import jobs, runstore
+from lib import drafts, jobs, runstore
 from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
-from lib.recipes import RECIPES
+from lib.recipes import RECIPE_INFO, RECIPES
 
 pytestmark = pytest.mark.e2e
 
@@ -229,6 +232,46 @@ def test_on_the_default_shapes_set_one_click_puts_the_shapes_recipe_in_the_form(
     assert "custom CNN (4 blocks)" in _sidebar(page)
     assert _combo(page, "Start from a recipe") == "Shapes demo"  # not Fast beside it
     assert "Generated shapes" not in main_text(page)  # offered while it applies only
+    assert _run_ids() == before, "choosing a recipe started a run"
+
+
+def test_a_live_panel_tick_in_flight_does_not_undo_a_recipe(streamlit_server, page, steps):
+    """The live panel's timer fires between the click and the page's answer.
+
+    The tick carries the form as it was before the click (6 epochs, Fast); the page
+    must not take those for edits: the form, the picker, its description and the
+    draft keep the Shapes demo recipe, through the next edit and a reload.
+    """
+    echo = TimerEcho(page)
+    before = _run_ids()
+    open_page(page, streamlit_server, "train")  # a new draft: shapes and the Fast CNN
+    assert _number(page, "Epochs") == str(RECIPES["fast"].train.epochs)
+    echo.arm(page)
+    click(page, "Use the Shapes demo recipe")
+    page.wait_for_timeout(2000)  # the echoed tick's run follows the click's
+    wait_idle(page)
+    steps(page, "recipe-used-with-a-tick-in-flight")
+    assert echo.sent == 1
+    shapes = RECIPES["shapes"].train
+    assert (_number(page, "Epochs"), _number(page, "Batch size")) == (
+        str(shapes.epochs),
+        str(shapes.batch_size),
+    )
+    draft_id = re.search(r"draft=(\w+)", page.url).group(1)
+    assert drafts.load(draft_id).train == shapes
+
+    # The next edit reruns the whole page from the state the echo left behind.
+    _type_enter(page, "textbox", "Run name (optional)", "after the tick")
+    steps(page, "next-edit")
+    assert _number(page, "Epochs") == str(shapes.epochs)
+    assert _combo(page, "Start from a recipe") == "Shapes demo"
+    assert RECIPE_INFO["shapes"].description[:60] in main_text(page)
+    stored = drafts.load(draft_id)
+    assert (stored.train, stored.run_name) == (shapes, "after the tick")
+
+    page.reload()
+    wait_idle(page)
+    assert _number(page, "Epochs") == str(shapes.epochs)
     assert _run_ids() == before, "choosing a recipe started a run"
 
 
