@@ -137,7 +137,15 @@ try:
 except Exception as exc:
     _show(exc, f"Run {run_id}")
     st.stop()
-st.caption(escape_markdown(f"{ui.describe_data(cfg.data)} · {ui.describe_model(cfg.model)}"))
+# What the run trained in: Mixed precision "auto" means bfloat16 on some CPUs, float16 on GPUs.
+_precision = runs_lib.view_of(run_dir).metrics.get("precision")
+_computed = ev.PRECISION_WORDS.get(_precision, _precision)
+st.caption(
+    escape_markdown(
+        f"{ui.describe_data(cfg.data)} · {ui.describe_model(cfg.model)}"
+        + (f" · trained in {_computed}" if _computed else "")
+    )
+)
 
 if not ev.has_predictions(run_dir):
     st.info(

@@ -79,6 +79,19 @@ def test_evaluate_computes_predictions_then_a_selected_cell_fills_the_gallery(ru
     assert len(at.get("download_button")) == 3
 
 
+def test_evaluate_says_what_the_run_computed_in(run_dir):
+    """Mixed precision "auto" means bfloat16 on some CPUs: the page says which, from metrics.json."""
+    at = open_page("pages/evaluate.py")
+    assert not any("trained in" in c.value for c in at.caption)  # not recorded: nothing said
+    metrics = run_dir / runstore.METRICS_FILE
+    metrics.write_text(
+        json.dumps({**json.loads(metrics.read_text()), "precision": "mixed_bfloat16"})
+    )
+    at = open_page("pages/evaluate.py")
+    captions = [c.value for c in at.caption]
+    assert any("trained in bfloat16 (mixed)" in c for c in captions), captions
+
+
 def test_compare_shows_two_runs_side_by_side(run_dir):
     ev.compute_predictions(run_dir)
     # A second completed run: the same artifacts under a new id, created later.
