@@ -686,6 +686,19 @@ def _cell(seconds, epochs) -> str:
     return "not reached" if seconds is None else f"{seconds:.0f} s ({epochs:g} ep)"
 
 
+def _spread_cell(r: dict, key: str) -> str:
+    """A threshold's cell: the time (a median over repetitions, with its min–max and how
+    many trainings reached it), or "not reached"."""
+    cell = _cell(r["seconds_to"][key], r["epochs_to"][key])
+    if r.get("repeats", 1) <= 1:
+        return cell
+    reached = r.get("reached_in", {}).get(key, "")
+    span = (r.get("seconds_to_range") or {}).get(key)
+    if r["seconds_to"][key] is None:
+        return cell if reached.startswith("0/") or not reached else f"not by all ({reached})"
+    return cell[:-1] + f"; {span[0]:.0f}–{span[1]:.0f} s, {reached})"
+
+
 def markdown(result: dict) -> str:
     """The result as a markdown table: one row per recipe, one column per threshold."""
     heads = [f"{t:.0%}" for t in result["thresholds"]]
@@ -694,16 +707,21 @@ def markdown(result: dict) -> str:
         "|---|" + "---|" * (len(heads) + 4),
     ]
     for name, r in result["recipes"].items():
-        cells = [
-            _cell(r["seconds_to"][f"{t:.2f}"], r["epochs_to"][f"{t:.2f}"])
-            for t in result["thresholds"]
-        ]
+        cells = [_spread_cell(r, f"{t:.2f}") for t in result["thresholds"]]
         load = r["load_average"]["before"][0] if r["load_average"]["before"] else "?"
+        final = f"{r['final_test_accuracy']:.2%}"
+        if r.get("final_test_accuracy_range"):
+            lo, hi = r["final_test_accuracy_range"]
+            # A recipe without random augmentation ends the same with its fixed seed.
+            final += " (every training)" if lo == hi else f" ({lo:.2%}–{hi:.2%})"
+        trained = f"{r['train_seconds']:.0f} s"
+        if r.get("train_seconds_range"):
+            lo, hi = r["train_seconds_range"]
+            trained += f" ({lo:.0f}–{hi:.0f} s)"
         lines.append(
             f"| {name} | "
             + " | ".join(cells)
-            + f" | {r['final_test_accuracy']:.2%} | {r['train_seconds']:.0f} s, "
-            f"{r['epochs_done']:g} ep | {r['images_per_sec']:.0f} | {load} |"
+            + f" | {final} | {trained}, {r['epochs_done']:g} ep | {r['images_per_sec']:.0f} | {load} |"
         )
     lines.append("")
     for name, r in result["recipes"].items():

@@ -43,6 +43,7 @@ class RecipeFigures:
     load: float | None = None  # the 1-minute load average when its training started
     # Test accuracy thresholds reached, each with the training seconds it took ("0.93": 140.2).
     seconds_to: tuple[tuple[str, float], ...] = ()
+    repeats: int = 1  # trainings the figures are medians of
 
     @property
     def best_reached(self) -> tuple[float, float] | None:
@@ -204,6 +205,7 @@ def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None
                 for k, v in sorted((entry.get("seconds_to") or {}).items())
                 if v is not None
             ),
+            repeats=int(entry.get("repeats", 1)),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -230,8 +232,9 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None) -> str:
     load = "" if fig.load is None else f", load average {fig.load:g}"
     best = fig.best_reached
     reached = "" if best is None else f"; {best[0]:.0%} first reached after {_duration(best[1])}"
+    medians = f" (medians of {fig.repeats} trainings)" if fig.repeats > 1 else ""
     return (
-        f"Measured: {fig.test_accuracy:.1%} test accuracy on {dataset} after {epochs} epochs "
+        f"Measured{medians}: {fig.test_accuracy:.1%} test accuracy on {dataset} after {epochs} epochs "
         f"({_duration(fig.train_seconds)} of training on {machine}, {fig.date}{load}"
         f"{reached}; {fig.source})."
     )

@@ -75,7 +75,9 @@ def test_no_measured_figure_is_typed_into_the_code():
     texts = [i.description for i in RECIPE_INFO.values()]
     texts += [i.summary for i in architectures.PRESET_INFO.values()]
     for text in texts:
-        assert not PERCENT.search(text.split("Measured:")[0]), text
+        assert not PERCENT.search(
+            re.split(r"Measured( \(medians of \d+ trainings\))?:", text)[0]
+        ), text
 
 
 def test_descriptions_quote_the_newest_results(tmp_path, monkeypatch):
@@ -163,6 +165,11 @@ def test_the_sentence_gives_the_load_and_the_highest_threshold_reached(tmp_path,
         assert (
             "on 2 CPU cores, 2026-02-01, load average 12.5; 93% first reached after 1.7 min" in text
         )
+        assert text.startswith("Measured: ")  # one training
+        entry["repeats"] = 5  # the figures are medians: the sentence says of how many
+        path.write_text(json.dumps(report))
+        measured.clear_cache()
+        assert measured.recipe_sentence("fast").startswith("Measured (medians of 5 trainings): ")
     finally:
         measured.clear_cache()
 
