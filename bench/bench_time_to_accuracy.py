@@ -247,6 +247,7 @@ def _summarise(
         "stalls": stalls(points),
         # What the training waited for, in all: the disk and the host (None: not recorded).
         **{key: last.get(key) for key in ("major_faults", "iowait_seconds", "steal_seconds")},
+        "unaccounted_seconds": _unaccounted(last),
         "curve": points,
     }
 
@@ -304,8 +305,20 @@ def stalls(points: list[dict]) -> list[dict]:
         for key in ("major_faults", "iowait_seconds", "steal_seconds"):
             if key in b:
                 one[key] = round(b[key] - a.get(key, 0), 2)
+        if "accounted_seconds" in b:
+            one["unaccounted_seconds"] = round(
+                wall - (b["accounted_seconds"] - a.get("accounted_seconds", 0)), 1
+            )
         found.append(one)
     return found
+
+
+def _unaccounted(point: dict) -> float | None:
+    """Training seconds by the wall clock that the machine's CPU accounting did not see
+    (None where the point did not record the accounting)."""
+    if "accounted_seconds" not in point:
+        return None
+    return round(point["train_seconds"] - point["accounted_seconds"], 1)
 
 
 def _waits_sentence(r: dict) -> str:
@@ -316,6 +329,12 @@ def _waits_sentence(r: dict) -> str:
         f". While it trained, the host took {r['steal_seconds']:.0f} s of the machine's CPU "
         f"time (steal), the machine waited {r['iowait_seconds']:.0f} s for the disk (iowait), "
         f"and the process had {r['major_faults']:,.0f} major page faults"
+        + (
+            f"; {r['unaccounted_seconds']:.0f} s of its wall time were not accounted to any "
+            "CPU state (as when the virtual machine is paused)"
+            if r.get("unaccounted_seconds") is not None
+            else ""
+        )
         + (" (medians over its trainings)" if r.get("repeats", 1) > 1 else "")
     )
 
@@ -325,7 +344,11 @@ def stall_sentence(name: str, stall: dict) -> str:
     waits = []
     if "major_faults" in stall:
         waits.append(f"{stall['major_faults']:,} major page faults")
-    for key, words in (("iowait_seconds", "machine iowait"), ("steal_seconds", "steal")):
+    for key, words in (
+        ("iowait_seconds", "machine iowait"),
+        ("steal_seconds", "steal"),
+        ("unaccounted_seconds", "not accounted to any CPU state (a paused machine)"),
+    ):
         if key in stall:
             waits.append(f"{words} {stall[key]:.1f} s")
     return (
@@ -583,7 +606,7 @@ def _combine(runs: list[dict]) -> dict:
         values = [r[key] for r in runs]
         first[key] = round(statistics.median(values), 4)
         first[f"{key}_range"] = [min(values), max(values)]
-    for key in ("major_faults", "iowait_seconds", "steal_seconds"):
+    for key in ("major_faults", "iowait_seconds", "steal_seconds", "unaccounted_seconds"):
         values = [r.get(key) for r in runs]
         first[key] = None if None in values else round(statistics.median(values), 2)
     for field in ("seconds_to", "epochs_to", "cpu_seconds_to"):

@@ -96,22 +96,33 @@ def load_average() -> list[float]:
         return []
 
 
-def waiting_seconds() -> dict[str, float]:
-    """Machine-wide CPU seconds spent idle waiting for disk, and stolen by the host.
+def waiting_seconds(stat: Path = Path("/proc/stat")) -> dict[str, float]:
+    """Machine-wide CPU seconds spent idle waiting for disk, stolen by the host, and accounted.
 
-    From /proc/stat's first line (all cores): ``iowait`` (idle with disk reads or
-    writes outstanding) and ``steal`` (the hypervisor ran something else). Empty
-    where there is no /proc/stat.
+    From /proc/stat (all cores): ``iowait`` (idle with disk reads or writes
+    outstanding) and ``steal`` (the hypervisor ran something else), summed over the
+    cores; ``accounted``: every field of the first line (user, system, idle, iowait,
+    steal...) divided by the number of cores, i.e. the seconds the kernel's CPU
+    accounting saw pass. It keeps pace with a wall clock; where it falls behind, time
+    passed that no core accounted for, as when the whole virtual machine is paused.
+    Empty where there is no /proc/stat.
     """
     try:
-        with open("/proc/stat", encoding="utf-8") as fh:
-            fields = fh.readline().split()
+        lines = stat.read_text(encoding="utf-8").splitlines()
         hz = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError):
         return {}
+    fields = lines[0].split() if lines else []
     if not fields or fields[0] != "cpu" or len(fields) < 9:
         return {}
-    return {"iowait": int(fields[5]) / hz, "steal": int(fields[8]) / hz}
+    cores = sum(1 for line in lines[1:] if re.match(r"cpu\d+ ", line)) or 1
+    # guest and guest_nice (fields 9 and 10) are already counted in user and nice
+    total = sum(int(v) for v in fields[1:9])
+    return {
+        "iowait": int(fields[5]) / hz,
+        "steal": int(fields[8]) / hz,
+        "accounted": total / hz / cores,
+    }
 
 
 DAMON_ROOT = Path("/sys/kernel/mm/damon/admin/kdamonds")

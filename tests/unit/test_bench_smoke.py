@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -45,6 +46,9 @@ def check_time_to_accuracy(result: dict) -> None:
     first = result["recipes"]["fast"]["curve"][0]
     assert first["major_faults"] >= 0 and first["iowait_seconds"] >= 0
     assert first["steal_seconds"] >= 0
+    # ...and how much of its wall time the kernel's CPU accounting saw pass.
+    assert 0 < first["accounted_seconds"] <= first["train_seconds"] + 1
+    assert result["recipes"]["fast"]["unaccounted_seconds"] is not None
     assert isinstance(result["recipes"]["fast"]["stalls"], list)
     assert (
         result["recipes"]["fast"]["steal_seconds"]
@@ -214,6 +218,30 @@ def test_a_half_epoch_spent_waiting_is_reported_as_a_stall_with_its_waits():
     assert stall["major_faults"] == 9000 and stall["iowait_seconds"] == 30.0
     sentence = bench_time_to_accuracy.stall_sentence("accurate", stall)
     assert "40.0 s of wall time for 9.0 CPU-s" in sentence and "9,000 major page faults" in sentence
+
+
+def test_a_stall_the_cpu_accounting_missed_is_time_the_machine_was_paused(tmp_path):
+    # /proc/stat: 2 cores; user..steal sum to 2 x 1000 ticks, so 1000 ticks of accounted time.
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  600 0 200 1000 100 0 0 100 50 0\n"
+        "cpu0 300 0 100 500 50 0 0 50 25 0\ncpu1 300 0 100 500 50 0 0 50 25 0\nintr 1\n"
+    )
+    hz = os.sysconf("SC_CLK_TCK")
+    waits = machine.waiting_seconds(stat)
+    assert waits == {"iowait": 100 / hz, "steal": 100 / hz, "accounted": 1000 / hz}
+    assert machine.waiting_seconds(tmp_path / "absent") == {}
+    # A half-epoch of 40 s wall time for which the kernel accounted only 6 s: 34 s paused.
+    curve = _curve(
+        [40, 4, 4, 4], [9, 8, 8, 8], accounted_seconds=[6.0, 10.0, 14.0, 18.0],
+        major_faults=[0, 0, 0, 0], iowait_seconds=[0.0] * 4, steal_seconds=[0.0] * 4,
+    )  # fmt: skip
+    (stall,) = bench_time_to_accuracy.stalls(curve)
+    assert stall["unaccounted_seconds"] == 34.0
+    sentence = bench_time_to_accuracy.stall_sentence("accurate", stall)
+    assert "not accounted to any CPU state (a paused machine) 34.0 s" in sentence
+    assert bench_time_to_accuracy._unaccounted(curve[-1]) == 34.0
+    assert bench_time_to_accuracy._unaccounted({"train_seconds": 3.0}) is None
 
 
 def test_ordinary_jitter_is_not_a_stall_and_old_curves_without_cpu_time_have_none():
