@@ -74,6 +74,7 @@ def _measure(folder: Path, spec: dict, size: str) -> dict:
     from lib.architectures import build_model
     from lib.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from lib.data import load_dataset, make_pipeline
+    from lib.data.pipeline import without_autotune
     from lib.training.schedules import make_optimizer
     from lib.training.transfer import head_model, split_features
 
@@ -107,12 +108,15 @@ def _measure(folder: Path, spec: dict, size: str) -> dict:
     feats, _ = split_features(cfg, model, ds, ["train", "val"])
     head = head_model(model)
     head.compile(optimizer=make_optimizer(cfg.train, steps), loss=loss, metrics=["accuracy"])
-    train_feats = (
+    # As lib.training.transfer feeds the head: autotuning off (lib.data.pipeline).
+    train_feats = without_autotune(
         tf.data.Dataset.from_tensor_slices((feats["train"], onehot("train")))
         .shuffle(n_train, seed=0)
         .batch(BATCH)
     )
-    val_feats = tf.data.Dataset.from_tensor_slices((feats["val"], onehot("val"))).batch(BATCH)
+    val_feats = without_autotune(
+        tf.data.Dataset.from_tensor_slices((feats["val"], onehot("val"))).batch(BATCH)
+    )
 
     def plain_epoch():
         model.fit(train_images, validation_data=val_images, epochs=1, verbose=0)

@@ -386,9 +386,12 @@ def _batches(images: np.ndarray, labels: np.ndarray, batch: int, steps: int):
     """``steps`` shuffled batches of (float32 pixels, labels), repeating the images as needed."""
     import tensorflow as tf
 
+    from lib.data.pipeline import without_autotune
+
     ds = tf.data.Dataset.from_tensor_slices((images, np.asarray(labels, np.int32)))
     ds = ds.shuffle(min(len(images), 10_000), seed=0).repeat().batch(batch)
-    return ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).take(steps).prefetch(2)
+    batches = ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).take(steps).prefetch(2)
+    return without_autotune(batches)
 
 
 def prune(

@@ -113,12 +113,23 @@ def make_pipeline(
         data = data.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
         data = data.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    # tf.data's autotuning off: with it on, Keras waited 5-7 s (and up to 39 s at the
-    # end of a fit) for each finished iterator to go away, with no CPU in use; on
-    # Fashion-MNIST (fast recipe, 2 cores) that was a third of every epoch after the
-    # first. Measured through train_run with a probe callback, 3 epochs: 57 s of
-    # training with it, 42 s without, epoch starts 0.06 s instead of 6.6-7.5 s.
-    # AUTOTUNE parallelism and prefetch then take tf.data's fixed defaults.
+    return without_autotune(data.prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotune(data):
+    """``data`` (a ``tf.data.Dataset``) with tf.data's autotuning off.
+
+    With it on, Keras waited for each finished iterator to go away, with no CPU in
+    use, in pauses that double from about 0.3 s (5-7 s, and up to 39 s at the end of
+    a fit, on a busy machine); every epoch, and every validation pass, ends one. On
+    Fashion-MNIST (fast recipe, 2 cores) that was a third of every epoch after the
+    first: measured through train_run with a probe callback, 3 epochs: 57 s of
+    training with it, 42 s without, epoch starts 0.06 s instead of 6.6-7.5 s.
+    AUTOTUNE parallelism and prefetch then take tf.data's fixed defaults. Every
+    dataset Kestrel fits on, and every one a benchmark times, goes through here.
+    """
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.autotune.enabled = False
-    return data.prefetch(tf.data.AUTOTUNE).with_options(options)
+    return data.with_options(options)

@@ -28,6 +28,7 @@ import numpy as np
 
 from lib import feature_cache
 from lib.config import TRANSFER_PRESETS, RunConfig
+from lib.data.pipeline import without_autotune
 from lib.progress import PhaseEvent, append_event
 from lib.training.callbacks import AtomicModelCheckpoint, LastWeights, build_callbacks
 from lib.training.schedules import make_optimizer
@@ -210,12 +211,14 @@ def fit_cached(
         (feats["train"], _one_hot(ds.splits["train"].labels, k))
     )
     train = train.shuffle(len(feats["train"]), seed=tc.seed, reshuffle_each_iteration=True)
-    train = train.batch(tc.batch_size)
+    train = without_autotune(train.batch(tc.batch_size))
     val = None
     if data.has_val:
-        val = tf.data.Dataset.from_tensor_slices(
-            (feats["val"], _one_hot(ds.splits["val"].labels, k))
-        ).batch(tc.batch_size)
+        val = without_autotune(
+            tf.data.Dataset.from_tensor_slices(
+                (feats["val"], _one_hot(ds.splits["val"].labels, k))
+            ).batch(tc.batch_size)
+        )
     with hw.strategy.scope():
         head = head_model(model)
         head.compile(

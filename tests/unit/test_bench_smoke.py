@@ -115,6 +115,12 @@ def check_ablation(result: dict) -> None:
     check_numbers(result)
     timed = set(result["variants"]) | set(result["refused"])
     assert {"bfloat16", "fast_cnn_bfloat16", "mobilenetv2", "mobilenetv2_bfloat16"} <= timed
+    # Every CNN "auto" trains in bfloat16 is timed in both precisions, and the decision
+    # line gives each pair's ratio.
+    for name in ("lenet5", "vgg_small", "resnet20", "no_batchnorm"):
+        assert {name, f"{name}_bfloat16"} <= timed
+        if {name, f"{name}_bfloat16"} <= set(result["variants"]):
+            assert f" {name} " in result["decision"].split("relative to float32:")[1] + " "
     assert keras.config.dtype_policy().name == "float32"
 
 

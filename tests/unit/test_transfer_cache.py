@@ -77,6 +77,26 @@ def test_cached_run_saves_backbone_plus_head_and_hits_the_cache_next_time(small_
     assert json.loads((again / runstore.METRICS_FILE).read_text())["feature_cache"] == "hit"
 
 
+def test_the_head_trains_on_datasets_without_autotuning(small_set, monkeypatch):
+    """The cached features' train and validation sets, like every image pipeline, run
+    without tf.data's autotuning (lib.data.pipeline.without_autotune says why)."""
+    from lib.training import train_run, transfer
+
+    seen = []
+
+    def recording(data):
+        out = real(data)
+        seen.append(out)
+        return out
+
+    real = transfer.without_autotune
+    monkeypatch.setattr(transfer, "without_autotune", recording)
+    run = runstore.create_run(config(small_set))
+    assert train_run(run).state == "completed"
+    assert len(seen) == 2  # the head's train and validation sets
+    assert all(d.options().autotune.enabled is False for d in seen)
+
+
 def test_a_corrupt_cache_is_recomputed_in_a_run(small_set):
     from lib.training import train_run
 
