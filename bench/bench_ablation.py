@@ -11,7 +11,10 @@ interleaved repetitions after an untimed warm-up (tracing), and reported as
 images per wall second and per CPU second of this process (the steadier figure on
 a shared machine), median with min–max. Compared with the ``accurate_cnn`` row:
 
-- BatchNorm: ``accurate_cnn`` against the same convs and head without BatchNorm;
+- BatchNorm: ``accurate_cnn`` against the same convs and head without BatchNorm, and
+  against Keras' own BatchNormalization training step (``keras_batchnorm``, in float32
+  and bfloat16): every other row, like the trainer, trains BatchNorm through
+  TensorFlow's fused kernel (lib.training.batchnorm);
 - width: ``accurate_cnn`` at width 0.5 and 2, and ``fast_cnn``;
 - weight averaging: Adam with ``use_ema=True`` (Keras' exponential moving average);
 - label smoothing: the loss with ``label_smoothing=0.1``;
@@ -53,6 +56,11 @@ def _variants():
     return {
         BASE: (ModelConfig(preset="accurate_cnn"), 128, False, 0.0, "channels_last"),
         "no_batchnorm": (no_bn, 128, False, 0.0, "channels_last"),
+        # Keras' own BatchNormalization training step, which the trainer replaces by
+        # TensorFlow's fused kernel (lib.training.batchnorm; every other row has it).
+        "keras_batchnorm": (ModelConfig(preset="accurate_cnn"), 128, False, 0.0, "channels_last"),
+        "keras_batchnorm_bfloat16": (ModelConfig(preset="accurate_cnn"), 128, False, 0.0,
+                                     "channels_last", "mixed_bfloat16"),
         "width_0.5": (ModelConfig(preset="accurate_cnn", width=0.5), 128, False, 0.0, "channels_last"),
         "width_2": (ModelConfig(preset="accurate_cnn", width=2.0), 128, False, 0.0, "channels_last"),
         "fast_cnn": (ModelConfig(preset="fast_cnn"), 128, False, 0.0, "channels_last"),
@@ -83,12 +91,13 @@ def _variants():
     }  # fmt: skip
 
 
-def _build(model_cfg, batch, ema, smoothing, data_format, *rest, x, y, num_classes):
+def _build(model_cfg, batch, ema, smoothing, data_format, *rest, x, y, num_classes, fused=True):
     import keras
     import tensorflow as tf
 
     from lib.architectures import build_model
     from lib.data.pipeline import without_autotune
+    from lib.training import batchnorm
 
     policy = rest[0] if rest else "float32"
     before, before_policy = keras.config.image_data_format(), keras.config.dtype_policy()
@@ -99,6 +108,8 @@ def _build(model_cfg, batch, ema, smoothing, data_format, *rest, x, y, num_class
     finally:
         keras.config.set_image_data_format(before)
         keras.config.set_dtype_policy(before_policy)
+    if fused:
+        batchnorm.install(model)  # as lib.training.run trains it
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3, use_ema=ema),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing),
@@ -131,7 +142,10 @@ def run(size: str = "full") -> dict:
     setups, refused = {}, {}
     for name, spec in _variants().items():
         try:
-            model, data = _build(*spec, x=x, y=y, num_classes=ds.num_classes)
+            model, data = _build(
+                *spec, x=x, y=y, num_classes=ds.num_classes,
+                fused=not name.startswith("keras_batchnorm"),
+            )  # fmt: skip
             model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)  # trace
             setups[name] = (model, data, spec[1])
         except Exception as exc:  # e.g. NCHW convolutions on a CPU
@@ -196,6 +210,22 @@ def _decision(rows: dict, refused: dict) -> str:
             pairs.append(f"{name} {ratio:.2f}×")
     if pairs:
         text += "; CPU time per image in bfloat16 relative to float32: " + ", ".join(pairs)
+    fused = []
+    for own, kernel, words in (
+        ("keras_batchnorm", BASE, "float32"),
+        ("keras_batchnorm_bfloat16", "bfloat16", "bfloat16"),
+    ):
+        if own in rows and kernel in rows:
+            ratio = rows[kernel]["images_per_cpu_s"]["median"] / max(
+                rows[own]["images_per_cpu_s"]["median"], 1e-9
+            )
+            fused.append(f"{ratio:.2f}× in {words}")
+    if fused:
+        text += (
+            "; Keras' own BatchNormalization training step costs the accurate_cnn "
+            "this many times the CPU time per image of TensorFlow's fused kernel: "
+            + ", ".join(fused)
+        )
     if refused:
         text += "; not runnable here: " + ", ".join(refused)
     return text

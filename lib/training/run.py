@@ -42,7 +42,7 @@ from lib import fine_tune, runstore
 from lib.config import TRANSFER_PRESETS, RunConfig, TrainConfig
 from lib.errors import KestrelError
 from lib.progress import EndEvent, MetricsEvent, PhaseEvent, append_event
-from lib.training import harden, transfer
+from lib.training import batchnorm, harden, transfer
 from lib.training.callbacks import ProgressWriter, build_callbacks
 from lib.training.resume import (
     best_epoch,
@@ -269,6 +269,7 @@ def build_and_compile(cfg: RunConfig, data: TrainingData, hw) -> keras.Model:
                 fine_tune.load_source_weights(model, cfg)
             except fine_tune.StartFromError as exc:
                 raise RunConfigError(str(exc)) from None
+        batchnorm.install(model)  # the same arithmetic, in TensorFlow's fused kernel
         model.compile(
             optimizer=make_optimizer(tc, data.steps),
             loss=keras.losses.CategoricalCrossentropy(

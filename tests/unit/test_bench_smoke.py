@@ -117,6 +117,9 @@ def check_ablation(result: dict) -> None:
     assert {"bfloat16", "fast_cnn_bfloat16", "mobilenetv2", "mobilenetv2_bfloat16"} <= timed
     # Every CNN "auto" trains in bfloat16 is timed in both precisions, and the decision
     # line gives each pair's ratio.
+    # Keras' own BatchNorm step is timed beside the fused kernel the trainer uses.
+    assert {"keras_batchnorm", "keras_batchnorm_bfloat16"} <= timed
+    assert "TensorFlow's fused kernel: " in result["decision"]
     for name in ("lenet5", "vgg_small", "resnet20", "no_batchnorm"):
         assert {name, f"{name}_bfloat16"} <= timed
         if {name, f"{name}_bfloat16"} <= set(result["variants"]):
