@@ -96,3 +96,12 @@ def install(model: Any) -> int:
             layer.call = types.MethodType(fused_call, layer)
             count += 1
     return count
+
+
+def fused_layers(model: Any) -> int:
+    """How many layers of ``model`` train through :func:`fused_call`."""
+    return sum(
+        1
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if getattr(vars(layer).get("call"), "__func__", None) is fused_call
+    )

@@ -572,6 +572,9 @@ def _train(
         )
         model = build_and_compile(cfg, data, hw)
         harden.install(model, cfg.augment, tc.seed)  # adversarial / corruption training, if set
+        fused = batchnorm.fused_layers(model)
+        if fused:
+            phase(f"BatchNorm: {fused} layers train through TensorFlow's fused kernel")
         path_facts: dict[str, Any] = {}
         if transfer.cached_path_reason(cfg) is None:
             phase("training on cached backbone features")
@@ -596,6 +599,7 @@ def _train(
     # lib.jobs records "completed", the resume trains no epoch and only finishes.
     mark_fit_finished(run_dir, tc.epochs)
 
+    path_facts = {**path_facts, "batchnorm_fused_layers": fused}
     metrics, warnings = record_results(
         run_dir,
         cfg,

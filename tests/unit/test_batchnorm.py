@@ -109,3 +109,25 @@ def test_a_trained_model_saves_as_keras_standard_batchnorm(tmp_path):
     assert kinds == {keras.layers.BatchNormalization}
     assert all("call" not in vars(layer) for layer in loaded.layers)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_run_says_how_many_batchnorm_layers_trained_fused():
+    import json
+
+    from lib import runstore
+    from lib.config import ModelConfig
+    from lib.progress import PhaseEvent, read_events
+    from lib.training import train_run
+    from tests.tiny_runs import tiny_config
+
+    cfg = tiny_config(epochs=1).replace(model=ModelConfig(preset="accurate_cnn"))
+    run = runstore.create_run(cfg)
+    assert train_run(run).state == "completed"
+    metrics = json.loads((run / runstore.METRICS_FILE).read_text())
+    assert metrics["batchnorm_fused_layers"] == 2
+    phases = [e.phase for e in read_events(run) if isinstance(e, PhaseEvent)]
+    assert "BatchNorm: 2 layers train through TensorFlow's fused kernel" in phases
+    # The fast CNN has none, and says nothing.
+    plain = runstore.create_run(tiny_config(epochs=1))
+    assert train_run(plain).state == "completed"
+    assert json.loads((plain / runstore.METRICS_FILE).read_text())["batchnorm_fused_layers"] == 0
