@@ -31,7 +31,7 @@ def cpu_model() -> str:
 
 def cpu_flags() -> list[str]:
     """The vector extensions the CPU reports that matter to TensorFlow's kernels."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "fma")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:

@@ -1,0 +1,72 @@
+"""A person trains the Precise recipe (a BatchNorm CNN) and exports the run from Predict.
+
+BatchNorm trains through TensorFlow's fused kernel (lib.training.batchnorm); the run
+says so, and the model it saves is Keras' own, so Predict, its exports and plain Keras
+load it as any other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import keras
+import pytest
+from helpers import (
+    click,
+    main_text,
+    navigate,
+    open_page,
+    segment,
+    select,
+    set_number,
+    use_digits,
+    wait_for_text,
+    wait_idle,
+)
+
+from lib import export, jobs, runstore
+from lib.recipes import RECIPES
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_S = 300
+
+
+def test_a_batchnorm_recipe_trains_fused_and_exports_with_parity(streamlit_server, page, steps):
+    open_page(page, streamlit_server, "")
+    navigate(page, "Dataset")
+    use_digits(page)
+    navigate(page, "Train")
+    select(page, "Start from a recipe", "Precise")
+    click(page, "Use recipe")
+    set_number(page, "Epochs", 2)
+    steps(page, "precise-recipe")
+    click(page, "Start training")
+    wait_for_text(page, r"Completed · test accuracy", timeout_s=RUN_TIMEOUT_S)
+    steps(page, "precise-trained")
+    run_dir = runstore.run_dir(jobs.list_runs()[0].run_id)
+    config = runstore.read_config(run_dir)
+    assert config.model == RECIPES["precise"].model and config.train.epochs == 2
+    metrics = json.loads((run_dir / runstore.METRICS_FILE).read_text())
+    assert metrics["batchnorm_fused_layers"] == 2, metrics
+    # The saved model holds Keras' standard layer: plain Keras loads it, no custom objects.
+    plain = keras.saving.load_model(run_dir / runstore.MODEL_FILE, safe_mode=True)
+    bn = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bn) == 2 and all(type(layer) is keras.layers.BatchNormalization for layer in bn)
+
+    navigate(page, "Predict")
+    segment(page, "Training run")
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text="Export").first
+    if not expander.get_by_text("Format").first.is_visible():
+        expander.locator("summary").first.click()
+        wait_idle(page)
+    kinds = ["tflite"] + (["onnx"] if export.onnx_available() else [])
+    for kind in kinds:
+        select(page, "Format", export.FORMATS[kind][0])
+        click(page, "Convert and check")
+        wait_for_text(page, r"Top-1 agreement", timeout_s=180)
+        text = main_text(page)
+        agreement = re.search(r"Top-1 agreement\s+([\d.]+)%", text)
+        assert agreement and float(agreement.group(1)) == 100.0, text
+        steps(page, f"exported-{kind}")
