@@ -105,3 +105,40 @@ def fused_layers(model: Any) -> int:
         for layer in model._flatten_layers(include_self=False, recursive=True)
         if getattr(vars(layer).get("call"), "__func__", None) is fused_call
     )
+
+
+KERAS_MOMENTUM = 0.99  # keras.layers.BatchNormalization's default
+MIN_MOMENTUM = 0.9  # PyTorch's default (its momentum=0.1 is Keras' 0.9)
+
+
+def momentum_for(steps_per_epoch: int) -> float:
+    """The moving statistics' momentum for a run of ``steps_per_epoch`` steps an epoch.
+
+    Keras' 0.99 averages over about the last 100 steps and starts from mean 0 and
+    variance 1. On a small dataset that is many epochs: on digits (12 steps an epoch)
+    the Precise recipe's validation accuracy stayed at chance (10 %) for 30 epochs while
+    its training accuracy passed 99 %, because evaluation normalized with statistics
+    still mostly the initial ones. Here the average spans about one epoch
+    (1 - 1/steps), never shorter than PyTorch's default nor longer than Keras': 0.99
+    from 100 steps an epoch (Fashion-MNIST's 422 keep Keras' value), 0.917 for 12.
+    """
+    return min(KERAS_MOMENTUM, max(MIN_MOMENTUM, 1.0 - 1.0 / max(steps_per_epoch, 1)))
+
+
+def fit_momentum(model: Any, steps_per_epoch: int) -> int:
+    """Set :func:`momentum_for` on every trainable BatchNormalization layer of ``model``
+    that has Keras' default momentum; returns how many changed."""
+    import keras
+
+    momentum = momentum_for(steps_per_epoch)
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if (
+            isinstance(layer, keras.layers.BatchNormalization)
+            and layer.trainable
+            and layer.momentum == KERAS_MOMENTUM
+            and momentum != KERAS_MOMENTUM
+        ):
+            layer.momentum = momentum
+            count += 1
+    return count

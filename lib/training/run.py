@@ -270,6 +270,7 @@ def build_and_compile(cfg: RunConfig, data: TrainingData, hw) -> keras.Model:
             except fine_tune.StartFromError as exc:
                 raise RunConfigError(str(exc)) from None
         batchnorm.install(model)  # the same arithmetic, in TensorFlow's fused kernel
+        batchnorm.fit_momentum(model, data.steps)  # moving statistics that keep up
         model.compile(
             optimizer=make_optimizer(tc, data.steps),
             loss=keras.losses.CategoricalCrossentropy(

@@ -1,4 +1,4 @@
-"""A person trains the Precise recipe (a BatchNorm CNN) and exports the run from Predict.
+"""A person trains the Precise recipe (a BatchNorm CNN) on digits and exports the run.
 
 BatchNorm trains through TensorFlow's fused kernel (lib.training.batchnorm); the run
 says so, and the model it saves is Keras' own, so Predict, its exports and plain Keras
@@ -40,16 +40,19 @@ def test_a_batchnorm_recipe_trains_fused_and_exports_with_parity(streamlit_serve
     navigate(page, "Train")
     select(page, "Start from a recipe", "Precise")
     click(page, "Use recipe")
-    set_number(page, "Epochs", 2)
+    set_number(page, "Epochs", 8)
     steps(page, "precise-recipe")
     click(page, "Start training")
     wait_for_text(page, r"Completed · test accuracy", timeout_s=RUN_TIMEOUT_S)
     steps(page, "precise-trained")
     run_dir = runstore.run_dir(jobs.list_runs()[0].run_id)
     config = runstore.read_config(run_dir)
-    assert config.model == RECIPES["precise"].model and config.train.epochs == 2
+    assert config.model == RECIPES["precise"].model and config.train.epochs == 8
     metrics = json.loads((run_dir / runstore.METRICS_FILE).read_text())
     assert metrics["batchnorm_fused_layers"] == 2, metrics
+    # Digits has 12 steps an epoch: the moving statistics keep up (before, with Keras'
+    # momentum, validation sat at 10 % for 30 epochs and the test accuracy was 38-85 %).
+    assert metrics["test_accuracy"] >= 0.85, metrics["test_accuracy"]
     # The saved model holds Keras' standard layer: plain Keras loads it, no custom objects.
     plain = keras.saving.load_model(run_dir / runstore.MODEL_FILE, safe_mode=True)
     bn = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
