@@ -116,8 +116,8 @@ def momentum_for(steps_per_epoch: int) -> float:
 
     Keras' 0.99 averages over about the last 100 steps and starts from mean 0 and
     variance 1. On a small dataset that is many epochs: on digits (12 steps an epoch)
-    the Precise recipe's validation accuracy stayed at chance (10 %) for 30 epochs while
-    its training accuracy passed 99 %, because evaluation normalized with statistics
+    the two-convolution BatchNorm CNN's validation accuracy stayed at chance (10 %) for
+    30 epochs while its training accuracy passed 99 %, because evaluation normalized with statistics
     still mostly the initial ones. Here the average spans about one epoch
     (1 - 1/steps), never shorter than PyTorch's default nor longer than Keras': 0.99
     from 100 steps an epoch (Fashion-MNIST's 422 keep Keras' value), 0.917 for 12.

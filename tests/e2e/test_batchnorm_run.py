@@ -49,14 +49,15 @@ def test_a_batchnorm_recipe_trains_fused_and_exports_with_parity(streamlit_serve
     config = runstore.read_config(run_dir)
     assert config.model == RECIPES["precise"].model and config.train.epochs == 8
     metrics = json.loads((run_dir / runstore.METRICS_FILE).read_text())
-    assert metrics["batchnorm_fused_layers"] == 2, metrics
-    # Digits has 12 steps an epoch: the moving statistics keep up (before, with Keras'
-    # momentum, validation sat at 10 % for 30 epochs and the test accuracy was 38-85 %).
+    # Digits has 12 steps an epoch: the moving statistics keep up (with Keras' momentum a
+    # BatchNorm CNN validated at 10 % here for 30 epochs).
     assert metrics["test_accuracy"] >= 0.85, metrics["test_accuracy"]
     # The saved model holds Keras' standard layer: plain Keras loads it, no custom objects.
     plain = keras.saving.load_model(run_dir / runstore.MODEL_FILE, safe_mode=True)
     bn = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert len(bn) == 2 and all(type(layer) is keras.layers.BatchNormalization for layer in bn)
+    assert all(type(layer) is keras.layers.BatchNormalization for layer in bn)
+    # Every one of them trained through the fused kernel (vgg_small has six).
+    assert metrics["batchnorm_fused_layers"] == len(bn) == 6, metrics
 
     navigate(page, "Predict")
     segment(page, "Training run")
