@@ -347,7 +347,7 @@ def stall_sentence(name: str, stall: dict) -> str:
     for key, words in (
         ("iowait_seconds", "machine iowait"),
         ("steal_seconds", "steal"),
-        ("unaccounted_seconds", "not accounted to any CPU state (a paused machine)"),
+        ("unaccounted_seconds", "not accounted to any CPU state (as a paused machine leaves)"),
     ):
         if key in stall:
             waits.append(f"{words} {stall[key]:.1f} s")

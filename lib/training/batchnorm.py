@@ -7,10 +7,9 @@ Keras 3's BatchNormalization computes a training step from separate operations: 
 casts the whole activation to float32, takes the moments, normalizes, and casts back,
 each a pass over memory, and as many again for the gradient. TensorFlow's
 ``FusedBatchNormV3`` does the same arithmetic (statistics in float32 whatever the input
-type) in one kernel forward and one backward. On two CPU cores, training the
-two-convolution BatchNorm CNN (accurate_cnn) with the fused kernel took 2.4 times
-fewer CPU seconds per image in bfloat16 and 1.6 times fewer in float32 (the ablation
-benchmark's ``keras_batchnorm`` rows measure it against Keras' own path in every run).
+type) in one kernel forward and one backward. The ablation benchmark's
+``keras_batchnorm`` rows time Keras' own path against it in every run
+(bench/results/ has the figures).
 
 Only the training step changes, and only where the kernel computes exactly what the
 layer does: 4-D channels-last input, no mask, no renormalization, no synchronized
@@ -73,7 +72,7 @@ def fused_call(layer: Any, inputs: Any, training: Any = None, mask: Any = None) 
     )
     # The kernel normalizes with the population variance but returns the sample
     # variance (Bessel's correction); Keras' moving variance follows the population one.
-    n = tf.cast(tf.size(x) // channels, "float32")
+    n = tf.cast(tf.size(x, out_type=tf.int64) // channels, "float32")
     variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
     m = layer.momentum
     layer.moving_mean.assign(

@@ -248,7 +248,7 @@ def test_a_stall_the_cpu_accounting_missed_is_time_the_machine_was_paused(tmp_pa
     (stall,) = bench_time_to_accuracy.stalls(curve)
     assert stall["unaccounted_seconds"] == 34.0
     sentence = bench_time_to_accuracy.stall_sentence("accurate", stall)
-    assert "not accounted to any CPU state (a paused machine) 34.0 s" in sentence
+    assert "not accounted to any CPU state (as a paused machine leaves) 34.0 s" in sentence
     assert bench_time_to_accuracy._unaccounted(curve[-1]) == 34.0
     assert bench_time_to_accuracy._unaccounted({"train_seconds": 3.0}) is None
 
