@@ -452,3 +452,27 @@ class TimerEcho:
             assert time.monotonic() < deadline, f"no fragment tick within {timeout_s}s"
             page.wait_for_timeout(100)
         self.armed = True
+
+
+def export_with_parity(page, run_name: str, steps) -> None:
+    """On Predict, with a training run chosen: open Export and convert to every format
+    this server offers (TFLite, and ONNX where installed), as a person does, requiring
+    100 % top-1 agreement and the download button of each file."""
+    from lib import export
+
+    expander = page.locator('[data-testid="stExpander"]').filter(has_text="Export").first
+    if not expander.get_by_text("Format").first.is_visible():
+        expander.locator("summary").first.click()
+        wait_idle(page)
+    expander.get_by_text("Format").first.wait_for()
+    kinds = ["tflite"] + (["onnx"] if export.onnx_available() else [])
+    for kind in kinds:
+        select(page, "Format", export.FORMATS[kind][0])
+        click(page, "Convert and check")
+        wait_for_text(page, r"Top-1 agreement", timeout_s=180)
+        text = main_text(page)
+        assert "conversion failed" not in text, text
+        agreement = re.search(r"Top-1 agreement\s+([\d.]+)%", text)
+        assert agreement and float(agreement.group(1)) == 100.0, text
+        assert f"Download {run_name}{export.FORMATS[kind][1]}" in text
+        steps(page, f"exported-{kind}")

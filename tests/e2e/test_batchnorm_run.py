@@ -8,13 +8,12 @@ load it as any other.
 from __future__ import annotations
 
 import json
-import re
 
 import keras
 import pytest
 from helpers import (
     click,
-    main_text,
+    export_with_parity,
     navigate,
     open_page,
     segment,
@@ -22,10 +21,9 @@ from helpers import (
     set_number,
     use_digits,
     wait_for_text,
-    wait_idle,
 )
 
-from lib import export, jobs, runstore
+from lib import jobs, runstore
 from lib.recipes import RECIPES
 
 pytestmark = pytest.mark.e2e
@@ -61,16 +59,4 @@ def test_a_batchnorm_recipe_trains_fused_and_exports_with_parity(streamlit_serve
 
     navigate(page, "Predict")
     segment(page, "Training run")
-    expander = page.locator('[data-testid="stExpander"]').filter(has_text="Export").first
-    if not expander.get_by_text("Format").first.is_visible():
-        expander.locator("summary").first.click()
-        wait_idle(page)
-    kinds = ["tflite"] + (["onnx"] if export.onnx_available() else [])
-    for kind in kinds:
-        select(page, "Format", export.FORMATS[kind][0])
-        click(page, "Convert and check")
-        wait_for_text(page, r"Top-1 agreement", timeout_s=180)
-        text = main_text(page)
-        agreement = re.search(r"Top-1 agreement\s+([\d.]+)%", text)
-        assert agreement and float(agreement.group(1)) == 100.0, text
-        steps(page, f"exported-{kind}")
+    export_with_parity(page, run_dir.name, steps)

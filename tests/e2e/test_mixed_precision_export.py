@@ -8,12 +8,11 @@ weights); before that, both conversions failed for such a run.
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from helpers import (
     click,
-    main_text,
+    export_with_parity,
     navigate,
     open_page,
     segment,
@@ -24,7 +23,7 @@ from helpers import (
     wait_idle,
 )
 
-from lib import export, jobs, runstore
+from lib import jobs, runstore
 
 pytestmark = pytest.mark.e2e
 
@@ -58,15 +57,4 @@ def test_a_run_trained_in_mixed_precision_exports_with_parity(streamlit_server, 
 
     navigate(page, "Predict")
     segment(page, "Training run")
-    _open_expander(page, "Export", "Format")
-    kinds = ["tflite"] + (["onnx"] if export.onnx_available() else [])
-    for kind in kinds:
-        select(page, "Format", export.FORMATS[kind][0])
-        click(page, "Convert and check")
-        wait_for_text(page, r"Top-1 agreement", timeout_s=180)
-        text = main_text(page)
-        assert "conversion failed" not in text, text
-        agreement = re.search(r"Top-1 agreement\s+([\d.]+)%", text)
-        assert agreement and float(agreement.group(1)) == 100.0, text
-        assert f"Download {run_dir.name}{export.FORMATS[kind][1]}" in text
-        steps(page, f"exported-{kind}")
+    export_with_parity(page, run_dir.name, steps)
