@@ -276,14 +276,31 @@ def write_results(
     """
     info = info or machine.describe()
     date = time.strftime("%Y-%m-%d")
-    stem = f"{machine.machine_slug(info)}-{date}" + ("" if size == "full" else f"-{size}")
+    base = f"{machine.machine_slug(info)}-{date}"
+    suffix = "" if size == "full" else f"-{size}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     # Several `--only` runs may finish at once: merge under a lock so none is lost.
-    with open(out_dir / f".{stem}.lock", "a") as lock:
+    with open(out_dir / f".{base}{suffix}.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        json_path = _same_machine_file(out_dir, base, suffix, info)
+        md_path = json_path.with_suffix(".md")
         return _merge_and_write(benchmarks, json_path, md_path, date, size, info, argv)
+
+
+def _same_machine_file(out_dir: Path, base: str, suffix: str, info: dict) -> Path:
+    """Today's results file of this machine: ``base``, or ``base-2``... where ``base`` holds
+    another machine's figures (same name and extensions, other details), so that a file's
+    figures always come from the one machine its header names."""
+    for n in range(1, 100):
+        path = out_dir / f"{base}{'' if n == 1 else f'-{n}'}{suffix}.json"
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path
+        if machine.identity(previous.get("machine") or {}) == machine.identity(info):
+            return path
+    raise RuntimeError(f"100 machines' results for {base} in {out_dir}: clear some out")
 
 
 def _merge_and_write(benchmarks, json_path, md_path, date, size, info, argv) -> tuple[Path, Path]:
@@ -298,6 +315,8 @@ def _merge_and_write(benchmarks, json_path, md_path, date, size, info, argv) -> 
         merged[name] = _merge_entry(name, previous.get(name), entry)
     report = {
         "date": date,
+        # When the file was last written (UTC): orders two machines' files of one date.
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "size": size,
         "machine": info,
         "command": " ".join(argv or []),

@@ -166,12 +166,37 @@ def describe() -> dict:
     }
 
 
+# The vector extension that sets a CPU's TensorFlow speed, best first: two CPUs of one model
+# name ("AMD EPYC") can differ in it, and their figures must not share a file.
+VECTOR_TIERS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"),
+                ("avx2", "avx2"))  # fmt: skip
+
+
+def vector_tier(flags) -> str:
+    """The best of VECTOR_TIERS the CPU has ("" where it has none of them or none was recorded)."""
+    have = set(flags or ())
+    return next((name for flag, name in VECTOR_TIERS if flag in have), "")
+
+
+def identity(info: dict) -> tuple:
+    """What tells two machines apart: cores, CPU model, vector extensions, GPUs."""
+    return (
+        info.get("cores"),
+        info.get("cpu_model"),
+        tuple(info.get("cpu_flags") or ()),
+        tuple(info.get("gpus") or ()),
+    )
+
+
 def machine_slug(info: dict | None = None) -> str:
-    """A short file-name-safe name for the machine, e.g. ``2cpu-amd-epyc`` or ``...-h100``."""
+    """A short file-name-safe name for the machine, e.g. ``2cpu-amd-epyc-avx2`` or ``...-h100``."""
     info = info or describe()
     cpu = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*$", "", info["cpu_model"].lower())
     cpu = "-".join(re.findall(r"[a-z0-9]+", cpu)[:3]) or "cpu"
     slug = f"{info['cores']}cpu-{cpu}"
+    tier = vector_tier(info.get("cpu_flags"))
+    if tier:
+        slug += f"-{tier}"
     if info["gpus"]:
         gpu = info["gpus"][0].split(",")[0].lower().replace("nvidia", "")
         slug += "-" + "-".join(re.findall(r"[a-z0-9]+", gpu)[:2])

@@ -13,7 +13,8 @@ NAME is ``machine`` (which results file, which machine, its load), a benchmark's
 name (that benchmark's section), or ``all`` (every benchmark measured that has no
 block of its own, in the report's order: entries other benchmarks add later
 appear without a change here). Each section comes from the newest full-size
-results file in bench/results/ (by its date, then name) that measured that
+results file in bench/results/ (by its date, then the time it was written, then
+name: ``lib.measured.report_order``) that measured that
 benchmark, through the benchmark module's own ``markdown(result)``, as in the
 results' .md report; a section from an older file than the newest names that file
 and its machine, so figures of two machines are never passed off as one's.
@@ -39,7 +40,9 @@ BLOCK = re.compile(
 
 
 def all_results(results_dir: Path = RESULTS_DIR) -> list[tuple[Path, dict]]:
-    """Every full-size results file and its contents, newest first (by ``date``, then name)."""
+    """Every full-size results file and its contents, newest first (``report_order``)."""
+    from lib.measured import report_order
+
     ranked = []
     for path in Path(results_dir).glob("*.json"):
         if path.name.endswith(TINY):
@@ -49,13 +52,13 @@ def all_results(results_dir: Path = RESULTS_DIR) -> list[tuple[Path, dict]]:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and isinstance(data.get("benchmarks"), dict):
-            ranked.append(((str(data.get("date", "")), path.name), path, data))
+            ranked.append((report_order(data, path.name), path, data))
     ranked.sort(key=lambda r: r[0], reverse=True)
     return [(path, data) for _, path, data in ranked]
 
 
 def latest_results(results_dir: Path = RESULTS_DIR) -> tuple[Path, dict] | None:
-    """The newest full-size results file and its contents (by ``date``, then file name)."""
+    """The newest full-size results file and its contents (``report_order``)."""
     found = all_results(results_dir)
     return found[0] if found else None
 

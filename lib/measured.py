@@ -66,8 +66,15 @@ def _result_files(results_dir: Path) -> list[Path]:
     return sorted(files)
 
 
+def report_order(report: dict, file_name: str) -> tuple[str, str, str]:
+    """How results files rank, oldest first: by ``date``, then the time it was last
+    ``written`` (two machines may both write on one date; files from before that field
+    rank first within their date), then file name."""
+    return (str(report.get("date", "")), str(report.get("written", "")), file_name)
+
+
 def all_results(results_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Every results file's contents, newest first (by its ``date``, then name).
+    """Every results file's contents, newest first (``report_order``).
 
     Each report gets ``_source``: its path relative to the project. Read once and
     kept until a results file is added, removed or changed.
@@ -86,9 +93,7 @@ def all_results(results_dir: Path | None = None) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict):
-            ranked.append(
-                ((str(data.get("date", "")), path.name), {**data, "_source": _relative(path)})
-            )
+            ranked.append((report_order(data, path.name), {**data, "_source": _relative(path)}))
     reports = [report for _, report in sorted(ranked, key=lambda r: r[0], reverse=True)]
     with _lock:
         _cache[str(results_dir)] = (key, reports)

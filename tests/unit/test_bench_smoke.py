@@ -348,6 +348,78 @@ def test_results_of_a_day_are_merged(tmp_path):
     assert f"{info['cores']} cores" in text
 
 
+def _machine(model: str, flags: list[str], cores: int = 2) -> dict:
+    return {
+        **machine.describe(),
+        "cores": cores,
+        "cpu_model": model,
+        "cpu_flags": flags,
+        "gpus": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("flags", "slug"),
+    [
+        (["avx2", "avx512f", "amx_tile", "amx_bf16", "fma"], "2cpu-intel-xeon-amx"),
+        (["avx2", "avx512f", "avx512_bf16", "fma"], "2cpu-intel-xeon-avx512bf16"),
+        (["avx2", "avx512f", "fma"], "2cpu-intel-xeon-avx512"),
+        (["avx2", "fma"], "2cpu-intel-xeon-avx2"),
+        ([], "2cpu-intel-xeon"),
+    ],
+)
+def test_the_slug_names_the_vector_extensions(flags, slug):
+    assert machine.machine_slug(_machine("Intel(R) Xeon(R) Processor @ 2.1GHz", flags)) == slug
+
+
+def test_two_machines_of_one_name_never_share_a_results_file(tmp_path):
+    # Both "AMD EPYC" with AVX2; one also has VNNI: same slug, other machines.
+    first, second = _machine("AMD EPYC", ["avx2", "fma"]), _machine("AMD EPYC", ["avx2", "fma"])
+    second["cpu_flags"] = ["avx2", "avx512_vnni", "fma"]
+    assert machine.machine_slug(first) == machine.machine_slug(second)
+    a, _ = bench_main.write_results(
+        {"a": {"result": {"x": 1}, "seconds": 1}}, size="full", out_dir=tmp_path, info=first
+    )
+    b, b_md = bench_main.write_results(
+        {"b": {"result": {"x": 2}, "seconds": 1}}, size="full", out_dir=tmp_path, info=second
+    )
+    again, _ = bench_main.write_results(
+        {"c": {"result": {"x": 3}, "seconds": 1}}, size="full", out_dir=tmp_path, info=first
+    )
+    assert a == again and b == a.with_name(a.stem + "-2.json") and b_md.suffix == ".md"
+    assert set(json.loads(a.read_text())["benchmarks"]) == {"a", "c"}
+    report_b = json.loads(b.read_text())
+    assert set(report_b["benchmarks"]) == {"b"}
+    assert report_b["machine"]["cpu_flags"] == ["avx2", "avx512_vnni", "fma"]
+    assert (
+        "avx512_vnni" in b_md.read_text() and "avx512_vnni" not in a.with_suffix(".md").read_text()
+    )
+
+
+def test_of_two_files_of_one_date_the_later_written_is_newest(tmp_path):
+    from bench import readme_tables
+    from lib import measured
+
+    older = _machine("Intel Xeon", ["avx2", "amx_bf16"])
+    newer = _machine("AMD EPYC", ["avx2"])
+    # "2cpu-intel-..." sorts after "2cpu-amd-..." by name; the time written decides.
+    bench_main.write_results({"a": {"result": {}, "seconds": 1}}, size="full", out_dir=tmp_path,
+                             info=older)  # fmt: skip
+    path_old = next(tmp_path.glob("2cpu-intel-*.json"))
+    report = json.loads(path_old.read_text())
+    report["written"] = "2000-01-01T00:00:00Z"
+    path_old.write_text(json.dumps(report))
+    newest, _ = bench_main.write_results(
+        {"a": {"result": {}, "seconds": 1}}, size="full", out_dir=tmp_path, info=newer
+    )
+    assert readme_tables.latest_results(tmp_path)[0] == newest
+    assert measured.latest_results(tmp_path)["_source"].endswith(newest.name)
+    # A file from before the field ranks below one of its date that has it.
+    del report["written"]
+    path_old.write_text(json.dumps(report))
+    assert readme_tables.all_results(tmp_path)[-1][0] == path_old
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
