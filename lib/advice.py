@@ -102,7 +102,12 @@ def small_data_advice(
         suggestions.append("Training: balanced class weights")
     if few and not transfer and not augment.is_active(aug):
         aug = augment.PRESETS["light"]
-        suggestions.append("Augmentation: the 'light' preset")
+        if config.data.source in augment.MIRROR_SENSITIVE_SOURCES:
+            # Not the preset's flip: the mirroring advice would then ask to undo it.
+            aug = aug.replace(horizontal_flip=False, vertical_flip=False, preset="custom")
+            suggestions.append("Augmentation: the 'light' preset without its mirroring")
+        else:
+            suggestions.append("Augmentation: the 'light' preset")
     if not suggestions and not caveats:
         return None
     return Advice(
@@ -110,4 +115,44 @@ def small_data_advice(
         suggestions=tuple(suggestions),
         config=config.replace(model=model, train=train, augment=aug),
         caveats=tuple(caveats),
+    )
+
+
+@dataclass(frozen=True)
+class MirroringAdvice:
+    """Where a recipe mirrors images of a source whose classes have a handedness."""
+
+    uses: tuple[str, ...]  # what mirrors, in the UI's words
+    config: RunConfig  # the recipe with every mirroring off, all else as it was
+
+
+def mirroring_advice(source: str, config: RunConfig) -> MirroringAdvice | None:
+    """Advice to turn mirroring off, for a recipe that mirrors digits; else None.
+
+    Accurate and Precise mirror training images and average each test image's
+    prediction with its mirror image's: right for Fashion-MNIST's clothes, wrong for
+    digits. Known for the built-in digit sources only (``augment.MIRROR_SENSITIVE_SOURCES``):
+    a user's own images carry no such knowledge, and the Augmentation page's
+    help says what mirroring assumes.
+    """
+    if source not in augment.MIRROR_SENSITIVE_SOURCES:
+        return None
+    aug, train = config.augment, config.train
+    uses = []
+    if aug.horizontal_flip:
+        uses.append("mirrors half the training images left–right (Horizontal flip)")
+    if aug.vertical_flip:
+        uses.append("mirrors half the training images top–bottom (Vertical flip)")
+    if train.tta_flip:
+        uses.append(
+            "averages each test image's prediction with its mirror image's "
+            "(Flip test-time augmentation)"
+        )
+    if not uses:
+        return None
+    unmirrored = aug.replace(horizontal_flip=False, vertical_flip=False)
+    unmirrored = unmirrored.replace(preset=augment.matching_preset(unmirrored))
+    return MirroringAdvice(
+        tuple(uses),
+        config.replace(augment=unmirrored, train=train.replace(tta_flip=False)),
     )

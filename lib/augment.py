@@ -130,11 +130,16 @@ def disabled_options(image_shape: tuple[int, int, int]) -> dict[str, str]:
     return {}
 
 
+# Built-in sources whose classes have a handedness: a mirrored image is no image of its class.
+MIRROR_SENSITIVE_SOURCES = ("mnist", "digits")
+MIRROR_REASON = "a mirrored 2, 3, 5, 6, 7 or 9 is no digit anyone writes"
+MIRROR_NOTE = f"{MIRROR_REASON}: usually left off for digits"
+
+
 def option_notes(source: str) -> dict[str, str]:
     """Options that work but may hurt on this data source, with a warning to show."""
-    if source in ("mnist", "digits"):
-        note = "a mirrored digit can read as another (2/5, 6/9): usually left off for digits"
-        return {"horizontal_flip": note, "vertical_flip": note}
+    if source in MIRROR_SENSITIVE_SOURCES:
+        return {"horizontal_flip": MIRROR_NOTE, "vertical_flip": MIRROR_NOTE}
     return {}
 
 

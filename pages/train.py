@@ -14,8 +14,8 @@ import time
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lib import drafts, fine_tune, jobs, preflight, runs, runstore
-from lib.advice import small_data_advice
+from lib import augment, drafts, fine_tune, jobs, preflight, runs, runstore
+from lib.advice import mirroring_advice, small_data_advice
 from lib.config import TRANSFER_PRESETS, AugmentConfig, ModelConfig, RunConfig, TrainConfig
 from lib.data import DatasetError, load_dataset
 from lib.errors import KestrelError, log_internal_error
@@ -304,6 +304,36 @@ def _small_data_section(draft: drafts.Draft) -> None:
                 on_click=_apply_advice,
                 args=(advice.config,),
             )
+
+
+def _turn_off_mirroring(config: RunConfig) -> None:
+    forms.update_draft(
+        lambda d: d.with_recipe(config, data=False),
+        "Mirroring is off: Horizontal flip (Augmentation page) and Flip test-time "
+        "augmentation (More options below); everything else is as it was.",
+    )
+
+
+def _mirroring_section(draft: drafts.Draft) -> None:
+    """On digits, a recipe that mirrors images: say what mirrors, offer to turn it off."""
+    advice = mirroring_advice(draft.data.source, draft.run_config())
+    if advice is None:
+        return
+    with st.container(border=True):
+        st.markdown(
+            "**Mirroring digits** · this recipe "
+            + escape_markdown(" and ".join(advice.uses))
+            + ". Digits have a handedness: "
+            + escape_markdown(augment.MIRROR_REASON)
+            + "."
+        )
+        st.button(
+            "Turn off mirroring",
+            key=ui.TRAIN_MIRROR_OFF,
+            icon=":material/flip:",
+            on_click=_turn_off_mirroring,
+            args=(advice.config,),
+        )
 
 
 def _shapes_section(draft: drafts.Draft) -> None:
@@ -761,6 +791,7 @@ _recipe_summary(_draft)
 _small_data_section(_draft)
 _shapes_section(_draft)
 _recipe_picker(_draft)
+_mirroring_section(_draft)
 _lr_finder_section(_draft)
 forms.show_notice()
 _hyperparameter_form()

@@ -74,6 +74,7 @@ TRAIN_ADVICE_APPLY = "train_small_data_apply"  # button: apply the small-data ad
 TRAIN_RECIPE = "train_recipe_pick"  # selectbox: a named recipe (lib.recipes)
 TRAIN_RECIPE_USE = "train_recipe_use"  # button: apply the picked recipe
 TRAIN_SHAPES_USE = "train_shapes_recipe_use"  # button: the Shapes demo recipe, for shapes
+TRAIN_MIRROR_OFF = "train_mirroring_off"  # button: turn off mirroring (digits)
 TRAIN_ACTION_MSG = "train_action_message"  # (kind, text) of the last button's result
 TRAIN_FORM_DRAWN = "train_form_drawn"  # (draft id, revision) the Train form was drawn from
 TRAIN_PARTS_DRAWN = "train_parts_drawn"  # (draft id, data, augment, model) the Train page showed

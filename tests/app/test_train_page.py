@@ -8,8 +8,8 @@ from pathlib import Path
 from drafts_helper import draft_of, open_page, reload
 from streamlit.testing.v1 import AppTest
 
-from lib import runstore
-from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig
+from lib import augment, runstore
+from lib.config import AugmentConfig, ConvBlock, DataConfig, HeadConfig, ModelConfig
 from lib.recipes import RECIPES
 from pages import ui
 
@@ -139,6 +139,32 @@ def test_the_shapes_offer_is_not_made_for_other_datasets_or_models():
     assert "Generated shapes" not in texts(open_train_page(DataConfig()))  # a custom CNN
 
 
+def test_on_digits_a_mirroring_recipe_gets_one_click_to_turn_mirroring_off():
+    precise = RECIPES["precise"]
+    at = open_train_page(model=precise.model, augment=precise.augment, train=precise.train)
+    assert "Mirroring digits" in texts(at) and "Horizontal flip" in texts(at)
+    at.button(key=ui.TRAIN_MIRROR_OFF).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    draft = draft_of(at)
+    assert draft.augment == AugmentConfig(preset="none")
+    assert draft.train == precise.train.replace(tta_flip=False)
+    assert draft.model == precise.model and draft.data == DataConfig(source="digits")
+    assert widget_value(at, "tta_flip") is False  # the form shows it at once
+    assert "Mirroring is off" in texts(at)
+    assert "Mirroring digits" not in texts(at)
+    assert not runstore.list_run_dirs()
+    again = reload(at, "train")
+    assert "Mirroring digits" not in texts(again) and widget_value(again, "tta_flip") is False
+
+
+def test_the_mirroring_offer_is_not_made_where_mirroring_keeps_the_class():
+    precise = RECIPES["precise"]
+    parts = {"model": precise.model, "augment": precise.augment, "train": precise.train}
+    assert "Mirroring digits" not in texts(open_train_page(DataConfig(), **parts))  # shapes
+    assert "Mirroring digits" not in texts(open_train_page())  # digits, no mirroring
+
+
 def test_editing_a_field_starts_nothing_and_is_saved_at_once():
     at = open_train_page()
     field(at, "epochs").set_value(3).run()  # what Enter in the field does: commit the value
@@ -190,8 +216,12 @@ def test_small_dataset_advice_applies_in_one_click():
     at.button(key=ui.TRAIN_ADVICE_APPLY).click().run()
     assert not at.exception
     draft = draft_of(at)
-    assert draft.augment.preset == "light"
+    # On digits, the light preset's transforms without its mirroring (which the mirroring
+    # advice would then ask to undo).
+    light = augment.PRESETS["light"]
+    assert draft.augment == light.replace(preset="custom", horizontal_flip=False)
     assert draft.data == data
+    assert "Mirroring digits" not in texts(at)
 
 
 def test_the_runs_table_names_the_study_of_a_trial_run():

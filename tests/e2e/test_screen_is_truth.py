@@ -11,6 +11,8 @@
   click fills the form with it, a reload keeps it, and nothing starts.
 - A live panel's timer that fires between that click and the page's answer (its request
   carries the form from before the click) does not undo the recipe.
+- On digits, a recipe that mirrors images gets one click that turns mirroring off: the
+  form, the Augmentation page and, after a reload, the run's config.json all have it off.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ from helpers import (
 )
 
 from lib import drafts, jobs, runstore
-from lib.config import ConvBlock, DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from lib.config import (
+    AugmentConfig,
+    ConvBlock,
+    DataConfig,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from lib.recipes import RECIPE_INFO, RECIPES
 
 pytestmark = pytest.mark.e2e
@@ -70,6 +80,15 @@ def _combo(page, label: str) -> str:
 
 def _sidebar(page) -> str:
     return page.inner_text('[data-testid="stSidebar"]')
+
+
+def _use_recipe_on_digits(page, server, title: str) -> None:
+    """Digits on the Dataset page, then the recipe ``title`` on the Train page, as a person."""
+    open_page(page, server, "dataset")
+    use_digits(page)
+    navigate(page, "Train")
+    select(page, "Start from a recipe", title)
+    click(page, "Use recipe")
 
 
 def _open_more_options(page) -> None:
@@ -150,11 +169,7 @@ def test_enter_starts_nothing_and_the_draft_survives_reload_back_and_tabs(
 def test_use_recipe_then_double_click_start_trains_exactly_what_the_form_shows(
     streamlit_server, page, steps
 ):
-    open_page(page, streamlit_server, "dataset")
-    use_digits(page)
-    navigate(page, "Train")
-    select(page, "Start from a recipe", "Accurate")
-    click(page, "Use recipe")
+    _use_recipe_on_digits(page, streamlit_server, "Accurate")
     steps(page, "recipe-used")
     recipe = RECIPES["accurate"]
     assert _number(page, "Epochs") == str(recipe.train.epochs)
@@ -233,6 +248,53 @@ def test_on_the_default_shapes_set_one_click_puts_the_shapes_recipe_in_the_form(
     assert _combo(page, "Start from a recipe") == "Shapes demo"  # not Fast beside it
     assert "Generated shapes" not in main_text(page)  # offered while it applies only
     assert _run_ids() == before, "choosing a recipe started a run"
+
+
+def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_server, page, steps):
+    _use_recipe_on_digits(page, streamlit_server, "Precise")
+    wait_for_text(page, "Mirroring digits")
+    steps(page, "precise-on-digits")
+    assert "Horizontal flip" in main_text(page)
+    navigate(page, "Augmentation")  # the switch reads on while the recipe mirrors
+    page.get_by_role("switch", name="Horizontal flip").first.wait_for()
+    assert page.get_by_role("switch", name="Horizontal flip").first.is_checked()
+    navigate(page, "Train")
+    wait_for_text(page, "Mirroring digits")
+    before = _run_ids()
+    click(page, "Turn off mirroring")
+    wait_without_text(page, "Mirroring digits")
+    steps(page, "mirroring-off")
+    assert "Mirroring is off" in main_text(page)
+    _open_more_options(page)
+    assert not page.get_by_role("checkbox", name="Flip test-time augmentation").first.is_checked()
+    assert "Augmentation · none" in _sidebar(page), _sidebar(page)
+    assert "vgg_small" in _sidebar(page)
+
+    page.reload()
+    wait_idle(page)
+    assert_healthy(page)
+    assert "Mirroring digits" not in main_text(page)
+    navigate(page, "Augmentation")
+    flip = page.get_by_role("switch", name="Horizontal flip").first
+    flip.wait_for()
+    steps(page, "augmentation-page")
+    assert not flip.is_checked()
+    navigate(page, "Train")
+    _type_enter(page, "spinbutton", "Epochs", 1)
+    assert _run_ids() == before, "turning off mirroring or Enter started a run"
+    click(page, "Start training")
+    deadline = time.time() + 30
+    while not (_run_ids() - before) and time.time() < deadline:
+        time.sleep(0.5)
+    (run_id,) = _run_ids() - before
+    try:
+        config = runstore.read_config(runstore.run_dir(run_id))
+        precise = RECIPES["precise"]
+        assert config.augment == AugmentConfig(preset="none")
+        assert config.train == precise.train.replace(tta_flip=False, epochs=1)
+        assert config.model == precise.model and config.data == DataConfig(source="digits")
+    finally:
+        jobs.request_stop(run_id)
 
 
 def test_a_live_panel_tick_in_flight_does_not_undo_a_recipe(streamlit_server, page, steps):

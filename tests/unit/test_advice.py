@@ -1,11 +1,12 @@
-"""Small-data advice: when it appears and what applying it changes."""
+"""Small-data and mirroring advice: when it appears and what applying it changes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lib.advice import FEW_PER_CLASS, small_data_advice
+from lib import augment
+from lib.advice import FEW_PER_CLASS, mirroring_advice, small_data_advice
 from lib.config import AugmentConfig, ModelConfig, RunConfig, TrainConfig
 
 NAMES = ["cat", "dog", "bird"]
@@ -60,6 +61,19 @@ def test_without_weights_the_advice_falls_back_to_light_augmentation():
     assert advice.config.augment.preset == "light"
 
 
+def test_on_digits_the_light_augmentation_advice_does_not_mirror():
+    from lib.config import DataConfig
+
+    config = RunConfig(data=DataConfig(source="digits"))
+    advice = small_data_advice(
+        np.array([40, 40, 40]), NAMES, config, weights_problem=lambda m: "offline"
+    )
+    assert not advice.config.augment.horizontal_flip
+    assert advice.config.augment.rotation == augment.PRESETS["light"].rotation
+    assert any("without its mirroring" in s for s in advice.suggestions)
+    assert mirroring_advice("digits", advice.config) is None
+
+
 def test_no_transfer_suggestion_when_weights_cannot_be_had():
     advice = small_data_advice(
         np.array([FEW_PER_CLASS - 1] * 3), NAMES, RunConfig(), weights_problem=lambda m: "offline"
@@ -75,3 +89,41 @@ def test_nothing_left_to_suggest_means_no_advice():
         augment=AugmentConfig(preset="custom", horizontal_flip=True),
     )
     assert small_data_advice(np.array([30, 30, 5]), NAMES, done) is None
+
+
+@pytest.mark.parametrize("recipe", ["accurate", "precise"])
+def test_mirroring_recipes_on_digits_get_advice_that_turns_off_only_mirroring(recipe):
+    from lib.recipes import RECIPES
+
+    config = RECIPES[recipe]
+    advice = mirroring_advice("digits", config)
+    assert advice is not None
+    assert any("Horizontal flip" in u for u in advice.uses)
+    assert any("Flip test-time augmentation" in u for u in advice.uses)
+    fixed = advice.config
+    assert not fixed.augment.horizontal_flip and not fixed.augment.vertical_flip
+    assert not fixed.train.tta_flip
+    # Accurate's augmentation is the flip alone: without it, it is the "none" preset.
+    assert fixed.augment == AugmentConfig(preset="none")
+    assert fixed.model == config.model
+    assert fixed.train == config.train.replace(tta_flip=False)
+    assert mirroring_advice("digits", fixed) is None  # nothing left to turn off
+
+
+def test_mirroring_advice_keeps_other_transforms_and_names_a_vertical_flip():
+    aug = AugmentConfig(preset="custom", horizontal_flip=True, vertical_flip=True, rotation=0.1)
+    advice = mirroring_advice("mnist", RunConfig(augment=aug))
+    assert advice is not None and len(advice.uses) == 2
+    assert "top–bottom" in advice.uses[1]
+    assert advice.config.augment == AugmentConfig(preset="custom", rotation=0.1)
+
+
+@pytest.mark.parametrize("source", ["fashion_mnist", "cifar10", "shapes", "folder"])
+def test_no_mirroring_advice_where_mirroring_keeps_the_class_or_is_unknown(source):
+    from lib.recipes import RECIPES
+
+    assert mirroring_advice(source, RECIPES["precise"]) is None
+
+
+def test_no_mirroring_advice_for_a_recipe_that_does_not_mirror():
+    assert mirroring_advice("digits", RunConfig()) is None
