@@ -10,9 +10,12 @@ README.md holds blocks between markers::
     <!-- bench:end NAME -->
 
 NAME is ``machine`` (which results file, which machine, its load), a benchmark's
-name (that benchmark's section), or ``all`` (every benchmark measured that has no
-block of its own, in the report's order: entries other benchmarks add later
-appear without a change here). Each section comes from the newest full-size
+name (that benchmark's section), ``NAME@TIER`` (that benchmark's section from the newest
+file of a machine whose best vector extension is TIER, ``bench.machine.vector_tier``:
+``ablation@amx`` beside ``ablation@avx2``, for figures that hang on the CPU), or ``all``
+(every benchmark measured that has no block of its own, in the report's order: entries
+other benchmarks add later appear without a change here; a benchmark whose newest section
+is of a TIER with a block of its own is not repeated). Each section comes from the newest full-size
 results file in bench/results/ (by its date, then the time it was written, then
 name: ``lib.measured.report_order``) that measured that
 benchmark, through the benchmark module's own ``markdown(result)``, as in the
@@ -34,7 +37,7 @@ README = ROOT / "README.md"
 RESULTS_DIR = ROOT / "bench" / "results"
 TINY = "-tiny.json"
 BLOCK = re.compile(
-    r"(<!-- bench:begin (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- bench:end (?P=name) -->)",
+    r"(<!-- bench:begin (?P<name>[\w.@-]+) -->\n)(?P<body>.*?)(<!-- bench:end (?P=name) -->)",
     re.DOTALL,
 )
 
@@ -103,6 +106,12 @@ def benchmark_block(name: str, entry: dict) -> str:
     return section_markdown(name, entry).rstrip("\n") + "\n"
 
 
+def _tier(report: dict) -> str:
+    from bench import machine
+
+    return machine.vector_tier((report.get("machine") or {}).get("cpu_flags"))
+
+
 def _source_note(path: Path, report: dict) -> str:
     return (
         f"_From `{_relative(path)}` ({report.get('date', '?')}; machine: "
@@ -125,6 +134,7 @@ def render(readme: str, path: Path, report: dict, earlier: list[tuple[Path, dict
             found.setdefault(name, (src_path, src))
     merged = {n: found[n][1]["benchmarks"][n] for n in found}
     own = {m.group("name") for m in BLOCK.finditer(readme)}
+    own_tiers = {tuple(n.split("@", 1)) for n in own if "@" in n}
     older = any(src is not report for _, src in found.values())
 
     def section(name: str) -> str:
@@ -132,11 +142,26 @@ def render(readme: str, path: Path, report: dict, earlier: list[tuple[Path, dict
         note = "" if src is report else _source_note(src_path, src)
         return note + benchmark_block(name, merged[name])
 
+    def tier_section(name: str, tier: str) -> str:
+        for src_path, src in sources:
+            if name in src.get("benchmarks", {}) and _tier(src) == tier:
+                return _source_note(src_path, src) + benchmark_block(name, src["benchmarks"][name])
+        return (
+            f"_Not measured on a machine with {tier} yet: run `python -m bench --only {name}` "
+            "on one._\n"
+        )
+
     def body(name: str) -> str:
         if name == "machine":
             return machine_block(path, report, older)
+        if "@" in name:
+            return tier_section(*name.split("@", 1))
         if name == "all":
-            rest = [n for n in _ordered(merged) if n not in own]
+            rest = [
+                n
+                for n in _ordered(merged)
+                if n not in own and (n, _tier(found[n][1])) not in own_tiers
+            ]
             if not rest:
                 return "_No other benchmark in this results file._\n"
             return "\n".join(section(n) for n in rest)

@@ -34,7 +34,11 @@ def test_the_performance_section_types_no_figure_outside_generated_blocks():
     section = _performance_section(README.read_text(encoding="utf-8"))
     names = [m.group("name") for m in readme_tables.BLOCK.finditer(section)]
     assert {"machine", "all"} <= set(names)
-    assert set(names) - {"machine", "all"} <= set(BENCHMARKS)
+    from bench.machine import VECTOR_TIERS
+
+    benchmarks = {n.split("@")[0] for n in names} - {"machine", "all"}
+    assert benchmarks <= set(BENCHMARKS)
+    assert {n.split("@")[1] for n in names if "@" in n} <= {t for _, t in VECTOR_TIERS}
     typed = readme_tables.BLOCK.sub("", section)
     assert not FIGURE.search(typed), FIGURE.search(typed).group(0)
 
@@ -130,3 +134,41 @@ def test_a_newer_file_of_one_benchmark_keeps_the_other_sections_naming_their_fil
     others = [n for n in report["benchmarks"] if n != name]
     assert len(others) > 10 and everything.count(older) == len(others)
     assert readme_tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 0
+
+
+def test_a_tier_block_keeps_its_machines_section_when_another_machine_measures_later(tmp_path):
+    readme, results, _, report = _fixture(tmp_path)
+    text = readme.read_text(encoding="utf-8")
+    assert "<!-- bench:begin ablation@amx -->" in text
+    amx = next(
+        p
+        for p, r in readme_tables.all_results()
+        if "ablation" in r["benchmarks"] and "amx_bf16" in r["machine"]["cpu_flags"]
+    )
+    # A newer ablation from a machine with AVX2 only: it fills the avx2 block, not amx's,
+    # and "all" does not show it a second time.
+    later = {
+        **report,
+        "date": "2999-01-01",
+        "machine": {**report["machine"], "cpu_model": "Other CPU", "cpu_flags": ["avx2", "fma"]},
+        "benchmarks": {"ablation": report["benchmarks"].get("ablation")
+                       or json.loads(amx.read_text())["benchmarks"]["ablation"]},
+    }  # fmt: skip
+    (results / "2cpu-other-avx2-2999-01-01.json").write_text(json.dumps(later), encoding="utf-8")
+    readme_tables.update(readme, results)
+    blocks = {
+        m.group("name"): m.group("body")
+        for m in readme_tables.BLOCK.finditer(readme.read_text(encoding="utf-8"))
+    }
+    assert blocks["ablation@amx"].lstrip().startswith(f"_From `bench/results/{amx.name}` (")
+    assert "2cpu-other-avx2-2999-01-01.json" in blocks["ablation@avx2"]
+    assert "### ablation" not in blocks["all"]
+    # A tier no file measured says how to measure it.
+    for path in results.glob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "amx_bf16" in (data["machine"].get("cpu_flags") or []):
+            path.unlink()
+    readme_tables.update(readme, results)
+    text = readme.read_text(encoding="utf-8")
+    body = text[text.index("<!-- bench:begin ablation@amx -->") :]
+    assert body.split("\n")[2].startswith("_Not measured on a machine with amx yet")
