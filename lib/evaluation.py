@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lib import runs, runstore
+from lib import hardware, runs, runstore
 from lib.errors import KestrelError
 
 PREDICT_CHUNK = 1024  # images decoded at once: bounds memory on large test splits
@@ -593,11 +593,7 @@ def count_parameters(run_dir: Path | str) -> int | None:
 
 # What a run computed in (metrics.json's Keras dtype policy), in the Compare table's words:
 # "auto" can mean any of them, depending on the hardware that trained the run.
-PRECISION_WORDS = {
-    "float32": "float32",
-    "mixed_bfloat16": "bfloat16 (mixed)",
-    "mixed_float16": "float16 (mixed)",
-}
+PRECISION_WORDS = hardware.POLICY_WORDS
 
 
 def run_summary(run_dir: Path | str) -> dict[str, Any]:

@@ -126,6 +126,62 @@ def choose_precision(
     return "mixed_float16" if gpus else "mixed_bfloat16"
 
 
+# A Keras dtype policy in the UI's words (the Train form, Evaluate, the Compare table).
+POLICY_WORDS = {
+    "float32": "float32",
+    "mixed_bfloat16": "bfloat16 (mixed)",
+    "mixed_float16": "float16 (mixed)",
+}
+
+
+def nvidia_driver_present(proc: str = "/proc/driver/nvidia/gpus") -> bool:
+    """Whether an NVIDIA driver lists a GPU here; without one, TensorFlow (CUDA) sees none.
+
+    Cheap (no TensorFlow import), for pages that say what a run will do before it runs.
+    """
+    try:
+        return any(os.scandir(proc))
+    except OSError:
+        return False
+
+
+def emulates_bfloat16(*, cpuinfo: str = "/proc/cpuinfo",
+                      proc: str = "/proc/driver/nvidia/gpus") -> bool:  # fmt: skip
+    """True on a server that trains on a CPU without native bfloat16 (no NVIDIA GPU either)."""
+    return not nvidia_driver_present(proc) and not cpu_native_bfloat16(cpuinfo)
+
+
+def precision_here(mode: str, imagenet_backbone: bool, *, cpuinfo: str = "/proc/cpuinfo",
+                   proc: str = "/proc/driver/nvidia/gpus") -> str | None:  # fmt: skip
+    """What Mixed precision ``mode`` trains in on this server, in words, for the form.
+
+    None where a GPU may be used: what it computes in is the GPU's to say (the run's
+    log and Evaluate name it). On a CPU it is exact: ``choose_precision`` with no GPU.
+    """
+    if nvidia_driver_present(proc):
+        return None
+    if mode == "off":
+        return "Here it trains in float32."
+    native = cpu_native_bfloat16(cpuinfo)
+    policy = choose_precision(mode, [], cpu_bfloat16=native, imagenet_backbone=imagenet_backbone)
+    words = POLICY_WORDS[policy]
+    if native:
+        why = " (an ImageNet backbone stays in float32)" if policy == "float32" else ""
+        return (
+            f"Here it trains in {words}{why}: this server's CPU computes bfloat16 natively "
+            "(AVX-512 BF16 or AMX)."
+        )
+    if policy == "float32":
+        return (
+            "Here it trains in float32: this server's CPU has no native bfloat16 (AVX-512 "
+            "BF16 or AMX), which TensorFlow would emulate, slower."
+        )
+    return (
+        f"Here it trains in {words}, emulated: this server's CPU has no native bfloat16 "
+        "(AVX-512 BF16 or AMX), so it is slower than float32 (auto or off train in float32)."
+    )
+
+
 def multi_worker_config() -> dict[str, Any] | None:
     """The parsed ``TF_CONFIG`` when it describes more than one worker, else None."""
     raw = os.environ.get("TF_CONFIG", "")

@@ -31,6 +31,7 @@ class RecipeInfo:
     title: str
     summary: str  # what the recipe is, without figures
     from_card: bool = False  # its figures are the shipped shapes-demo model's card's
+    sized_for_bfloat16: bool = False  # its time is sized on CPUs that compute bfloat16
 
     @property
     def description(self) -> str:
@@ -144,6 +145,7 @@ RECIPE_INFO: dict[str, RecipeInfo] = {
         "20 epochs, with mirrored training images and mirrored test-time averaging: sized "
         "for about two minutes of training on two CPU cores that compute bfloat16 "
         "(mixed precision auto), longer on others.",
+        sized_for_bfloat16=True,
     ),
     "precise": RecipeInfo(
         "precise",
@@ -152,6 +154,7 @@ RECIPE_INFO: dict[str, RecipeInfo] = {
         "BatchNorm, global average pooling and a dense layer, for 24 epochs with the "
         "accurate recipe's mirroring: the most accurate recipe, and the slowest, sized for "
         "about ten minutes of training on two CPU cores that compute bfloat16.",
+        sized_for_bfloat16=True,
     ),
 }
 RECIPE_INFO["shapes"] = RecipeInfo(

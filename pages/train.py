@@ -14,7 +14,7 @@ import time
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lib import augment, drafts, fine_tune, jobs, preflight, runs, runstore
+from lib import augment, drafts, fine_tune, hardware, jobs, preflight, runs, runstore
 from lib.advice import mirroring_advice, small_data_advice
 from lib.config import TRANSFER_PRESETS, AugmentConfig, ModelConfig, RunConfig, TrainConfig
 from lib.data import DatasetError, load_dataset
@@ -195,6 +195,11 @@ def _recipe_picker(draft: drafts.Draft) -> None:
     ui.hold(ui.TRAIN_RECIPE)
     c2.button("Use recipe", key=ui.TRAIN_RECIPE_USE, on_click=_use_recipe)
     st.caption(RECIPE_INFO[name].description)
+    if RECIPE_INFO[name].sized_for_bfloat16 and hardware.emulates_bfloat16():
+        st.caption(
+            ":material/schedule: This server's CPU has no native bfloat16 (AVX-512 BF16 or "
+            "AMX), so this recipe trains in float32 here and takes longer than it is sized for."
+        )
 
 
 def _lr_finder_section(draft: drafts.Draft) -> None:
@@ -361,7 +366,7 @@ def _shapes_section(draft: drafts.Draft) -> None:
         )
 
 
-def _hyperparameter_form() -> None:
+def _hyperparameter_form(draft: drafts.Draft) -> None:
     with st.container(border=True):
         c1, c2, c3, c4 = st.columns(4)
         _field("epochs", c1)
@@ -390,6 +395,11 @@ def _hyperparameter_form() -> None:
                 _field(name, c3)
             for name in ("mixed_precision", "device"):
                 _field(name, c4)
+            here = hardware.precision_here(
+                draft.train.mixed_precision, draft.model.preset in TRANSFER_PRESETS
+            )
+            if here and draft.train.device != "gpu":
+                c4.caption(here)
         forms.show_refusal("train")
         forms.show_refusal("run_name")
         st.button(
@@ -794,7 +804,7 @@ _recipe_picker(_draft)
 _mirroring_section(_draft)
 _lr_finder_section(_draft)
 forms.show_notice()
-_hyperparameter_form()
+_hyperparameter_form(_draft)
 st.divider()
 _drawn = ui.draft()
 st.session_state[ui.TRAIN_FORM_DRAWN] = (_drawn.id, _drawn.revision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from drafts_helper import draft_of, open_page, reload
 from streamlit.testing.v1 import AppTest
 
@@ -163,6 +164,27 @@ def test_the_mirroring_offer_is_not_made_where_mirroring_keeps_the_class():
     parts = {"model": precise.model, "augment": precise.augment, "train": precise.train}
     assert "Mirroring digits" not in texts(open_train_page(DataConfig(), **parts))  # shapes
     assert "Mirroring digits" not in texts(open_train_page())  # digits, no mirroring
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_page_says_what_this_server_trains_in(monkeypatch, native):
+    from lib import hardware
+
+    monkeypatch.setattr(hardware, "nvidia_driver_present", lambda *a: False)
+    monkeypatch.setattr(hardware, "cpu_native_bfloat16", lambda *a: native)
+    precise = RECIPES["precise"]
+    at = open_train_page(model=precise.model, augment=precise.augment, train=precise.train)
+    at.selectbox(key=ui.TRAIN_RECIPE).set_value("precise").run()
+    slow = "This server's CPU has no native bfloat16"
+    assert (slow in texts(at)) is not native
+    expected = "bfloat16 (mixed)" if native else "float32"
+    assert f"Here it trains in {expected}" in texts(at)
+    # The caption follows the field: "off" is float32 on any CPU.
+    at.selectbox(key=f"{ui.TRAIN_FIELD_PREFIX}mixed_precision").set_value("off").run()
+    assert not at.exception
+    assert "Here it trains in float32." in texts(at)
+    at.selectbox(key=ui.TRAIN_RECIPE).set_value("fast").run()  # sized for no CPU in particular
+    assert slow not in texts(at)
 
 
 def test_editing_a_field_starts_nothing_and_is_saved_at_once():

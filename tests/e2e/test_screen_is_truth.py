@@ -38,7 +38,7 @@ from helpers import (
     wait_without_text,
 )
 
-from lib import drafts, jobs, runstore
+from lib import drafts, hardware, jobs, runstore
 from lib.config import (
     AugmentConfig,
     ConvBlock,
@@ -255,6 +255,9 @@ def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_serv
     wait_for_text(page, "Mirroring digits")
     steps(page, "precise-on-digits")
     assert "Horizontal flip" in main_text(page)
+    # The recipe is sized on CPUs that compute bfloat16: the page says whether this one does.
+    slow = "This server's CPU has no native bfloat16"
+    assert (slow in main_text(page)) is hardware.emulates_bfloat16()
     navigate(page, "Augmentation")  # the switch reads on while the recipe mirrors
     page.get_by_role("switch", name="Horizontal flip").first.wait_for()
     assert page.get_by_role("switch", name="Horizontal flip").first.is_checked()
@@ -267,6 +270,11 @@ def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_serv
     assert "Mirroring is off" in main_text(page)
     _open_more_options(page)
     assert not page.get_by_role("checkbox", name="Flip test-time augmentation").first.is_checked()
+    if hardware.nvidia_driver_present():  # the GPU decides; the page claims nothing
+        assert "Here it trains in" not in main_text(page)
+    else:
+        policy = "float32" if hardware.emulates_bfloat16() else "bfloat16 (mixed)"
+        assert f"Here it trains in {policy}" in main_text(page)
     assert "Augmentation · none" in _sidebar(page), _sidebar(page)
     assert "vgg_small" in _sidebar(page)
 

@@ -315,6 +315,40 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, flags, native):
     assert hardware.cpu_native_bfloat16(str(tmp_path / "absent")) is False
 
 
+@pytest.mark.parametrize(
+    ("flags", "mode", "backbone", "words"),
+    [
+        (
+            "avx2 amx_bf16",
+            "auto",
+            False,
+            "Here it trains in bfloat16 (mixed): this server's CPU computes",
+        ),
+        ("avx2 amx_bf16", "auto", True, "Here it trains in float32 (an ImageNet backbone stays"),
+        ("avx2 fma", "auto", False, "Here it trains in float32: this server's CPU has no native"),
+        ("avx2 fma", "on", False, "Here it trains in bfloat16 (mixed), emulated: this server's"),
+        ("avx2 fma", "off", False, "Here it trains in float32."),
+    ],
+)
+def test_the_form_says_what_mixed_precision_trains_in_here(tmp_path, flags, mode, backbone, words):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    here = hardware.precision_here(
+        mode, backbone, cpuinfo=str(cpuinfo), proc=str(tmp_path / "no-driver")
+    )
+    assert here is not None and here.startswith(words), here
+    if "fma" in flags and mode == "on":
+        assert "slower than float32" in here
+    assert hardware.emulates_bfloat16(cpuinfo=str(cpuinfo), proc=str(tmp_path / "none")) is (
+        "amx_bf16" not in flags
+    )
+    # With an NVIDIA driver listing a GPU, the GPU decides: nothing is claimed.
+    gpus = tmp_path / "gpus"
+    (gpus / "0000:01:00.0").mkdir(parents=True)
+    assert hardware.precision_here(mode, backbone, cpuinfo=str(cpuinfo), proc=str(gpus)) is None
+    assert hardware.emulates_bfloat16(cpuinfo=str(cpuinfo), proc=str(gpus)) is False
+
+
 def test_a_bfloat16_run_scores_the_float32_model_and_leaves_the_callers_policy(monkeypatch):
     """What "auto" trains with on a bfloat16 CPU (forced here, so any CPU tests it)."""
     import keras
