@@ -31,16 +31,11 @@ def cpu_model() -> str:
 
 def cpu_flags() -> list[str]:
     """The vector extensions the CPU reports that matter to TensorFlow's kernels."""
+    from lib.hardware import cpu_flag_set
+
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "fma")
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [f for f in wanted if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = cpu_flag_set()
+    return [f for f in wanted if f in flags]
 
 
 def usable_cores() -> int:
@@ -166,16 +161,11 @@ def describe() -> dict:
     }
 
 
-# The vector extension that sets a CPU's TensorFlow speed, best first: two CPUs of one model
-# name ("AMD EPYC") can differ in it, and their figures must not share a file.
-VECTOR_TIERS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"),
-                ("avx2", "avx2"))  # fmt: skip
-
-
 def vector_tier(flags) -> str:
-    """The best of VECTOR_TIERS the CPU has ("" where it has none of them or none was recorded)."""
-    have = set(flags or ())
-    return next((name for flag, name in VECTOR_TIERS if flag in have), "")
+    """The best vector extension in ``flags`` (lib.hardware.VECTOR_TIERS), "" for none."""
+    from lib.hardware import vector_tier as tier
+
+    return tier(flags)
 
 
 def identity(info: dict) -> tuple:

@@ -146,9 +146,11 @@ def render(readme: str, path: Path, report: dict, earlier: list[tuple[Path, dict
         for src_path, src in sources:
             if name in src.get("benchmarks", {}) and _tier(src) == tier:
                 return _source_note(src_path, src) + benchmark_block(name, src["benchmarks"][name])
+        from lib.hardware import tier_words
+
         return (
-            f"_Not measured on a machine with {tier} yet: run `python -m bench --only {name}` "
-            "on one._\n"
+            f"_Not measured on a machine with {tier_words(tier) or tier} yet: run "
+            f"`python -m bench --only {name}` on one._\n"
         )
 
     def body(name: str) -> str:

@@ -16,6 +16,7 @@ TensorFlow is imported lazily so pages can import this module for free.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -82,17 +83,49 @@ def detect_gpus() -> list[GpuInfo]:
 CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); False where unknown."""
+# The vector extension that sets a CPU's TensorFlow speed, best first, with its words: two
+# CPUs of one model name ("AMD EPYC") can differ in it several times over.
+VECTOR_TIERS = (
+    ("amx_bf16", "amx", "AMX"),
+    ("avx512_bf16", "avx512bf16", "AVX-512 BF16"),
+    ("avx512f", "avx512", "AVX-512"),
+    ("avx2", "avx2", "AVX2"),
+)
+
+
+def vector_tier(flags) -> str:
+    """The best of VECTOR_TIERS in ``flags`` ("" where none of them or none was recorded)."""
+    have = set(flags or ())
+    return next((tier for flag, tier, _ in VECTOR_TIERS if flag in have), "")
+
+
+def tier_words(tier: str) -> str:
+    """A tier as the UI names it ("AVX2"); "" for none."""
+    return next((words for _, t, words in VECTOR_TIERS if t == tier), "")
+
+
+@functools.lru_cache(maxsize=1)
+def server_tier() -> str:
+    """This server's CPU tier (read once: a CPU does not change under a running server)."""
+    return vector_tier(cpu_flag_set())
+
+
+def cpu_flag_set(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """Every flag the CPU reports (empty where /proc/cpuinfo cannot be read)."""
     try:
         with open(cpuinfo, encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return any(flag in flags for flag in CPU_BFLOAT16_FLAGS)
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
+
+
+def cpu_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); False where unknown."""
+    flags = cpu_flag_set(cpuinfo)
+    return any(flag in flags for flag in CPU_BFLOAT16_FLAGS)
 
 
 def choose_precision(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lib import hardware
 from lib.workspace import PROJECT_ROOT
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
@@ -44,6 +45,7 @@ class RecipeFigures:
     # Test accuracy thresholds reached, each with the training seconds it took ("0.93": 140.2).
     seconds_to: tuple[tuple[str, float], ...] = ()
     repeats: int = 1  # trainings the figures are medians of
+    tier: str = ""  # the machine's best vector extension (lib.hardware.VECTOR_TIERS)
 
     @property
     def best_reached(self) -> tuple[float, float] | None:
@@ -120,17 +122,22 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def recipe_figures(recipe: str, results_dir: Path | None = None) -> RecipeFigures | None:
+def recipe_figures(
+    recipe: str, results_dir: Path | None = None, tier: str | None = None
+) -> RecipeFigures | None:
     """The newest time-to-accuracy figures of ``recipe`` (a lib.recipes name), or None.
 
     A run of ``make bench`` may measure only some benchmarks, so this is the newest
-    results file that measured this recipe, not necessarily the newest file.
+    results file that measured this recipe, not necessarily the newest file. With
+    ``tier`` (a CPU's best vector extension), a file of a machine of that tier comes
+    first: the figures of a CPU like this server's, where there are some.
     """
-    for report in all_results(results_dir):
-        figures = _recipe_figures(report, recipe)
-        if figures is not None:
-            return figures
-    return None
+    found = [f for r in all_results(results_dir) if (f := _recipe_figures(r, recipe))]
+    if tier:
+        same = [f for f in found if f.tier == tier]
+        if same:
+            return same[0]
+    return found[0] if found else None
 
 
 def describe_model(m) -> str:
@@ -211,6 +218,7 @@ def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None
                 if v is not None
             ),
             repeats=int(entry.get("repeats", 1)),
+            tier=hardware.vector_tier(machine.get("cpu_flags")),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -223,9 +231,12 @@ def _first_load(entry: dict[str, Any]) -> float | None:
         return None
 
 
-def recipe_sentence(recipe: str, results_dir: Path | None = None) -> str:
-    """One sentence quoting ``recipe``'s measured figures, or pointing to bench/results."""
-    fig = recipe_figures(recipe, results_dir)
+def recipe_sentence(recipe: str, results_dir: Path | None = None, tier: str | None = None) -> str:
+    """One sentence quoting ``recipe``'s measured figures, or pointing to bench/results.
+
+    Figures of a machine with this server's CPU tier come first (``tier`` overrides it).
+    """
+    fig = recipe_figures(recipe, results_dir, hardware.server_tier() if tier is None else tier)
     if fig is None:
         return SEE_RESULTS
     dataset = DATASET_NAMES.get(fig.dataset, fig.dataset)
@@ -233,7 +244,9 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None) -> str:
     epochs = (
         f"{fig.epochs:.0f}" if abs(fig.epochs - round(fig.epochs)) < 0.05 else f"{fig.epochs:.1f}"
     )
+    words = hardware.tier_words(fig.tier)
     machine = f"{fig.gpus} GPU(s)" if fig.gpus else f"{fig.cores} CPU cores"
+    machine += f" with {words}" if words and not fig.gpus else ""
     load = "" if fig.load is None else f", load average {fig.load:g}"
     best = fig.best_reached
     reached = "" if best is None else f"; {best[0]:.0%} first reached after {_duration(best[1])}"

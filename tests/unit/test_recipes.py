@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import architectures, measured, recipes
+from lib import architectures, hardware, measured, recipes
 from lib.architectures import check_model_config
 from lib.config import RunConfig
 from lib.recipes import FAST_TRAIN, RECIPE_INFO, RECIPES
@@ -46,10 +46,10 @@ def test_accurate_mirrors_in_training_whenever_it_mirrors_at_test_time():
 PERCENT = re.compile(r"\d+(\.\d+)? ?%")
 
 
-def _results(folder, name, date, fast_accuracy):
+def _results(folder, name, date, fast_accuracy, cpu_flags=None):
     report = {
         "date": date,
-        "machine": {"cores": 2, "gpus": []},
+        "machine": {"cores": 2, "gpus": [], **({"cpu_flags": cpu_flags} if cpu_flags else {})},
         "benchmarks": {
             "time_to_accuracy": {
                 "result": {
@@ -106,6 +106,27 @@ def test_descriptions_quote_the_newest_results(tmp_path, monkeypatch):
     measured.clear_cache()
 
 
+def test_descriptions_quote_a_machine_with_this_servers_cpu_first(tmp_path, monkeypatch):
+    _results(tmp_path, "avx2-2026-01-01.json", "2026-01-01", 0.911, ["avx2", "fma"])
+    _results(tmp_path, "amx-2026-02-01.json", "2026-02-01", 0.922, ["avx2", "amx_bf16"])
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
+    measured.clear_cache()
+    try:
+        on_avx2 = measured.recipe_sentence("fast", tier="avx2")
+        assert (
+            "91.1% test accuracy" in on_avx2 and "on 2 CPU cores with AVX2, 2026-01-01" in on_avx2
+        )
+        on_amx = measured.recipe_sentence("fast", tier="amx")
+        assert "92.2% test accuracy" in on_amx and "on 2 CPU cores with AMX, 2026-02-01" in on_amx
+        # No file of this server's kind: the newest, named by its kind.
+        assert measured.recipe_sentence("fast", tier="avx512") == on_amx
+        # The page's description follows this server's CPU.
+        monkeypatch.setattr(hardware, "server_tier", lambda: "avx2")
+        assert RECIPE_INFO["fast"].description.endswith(on_avx2)
+    finally:
+        measured.clear_cache()
+
+
 def test_a_recipe_changed_since_its_measurement_does_not_quote_it(tmp_path, monkeypatch):
     """Results name what they measured; the old recipe's figures never describe a new one."""
     from dataclasses import replace
@@ -143,7 +164,7 @@ def test_a_recipe_changed_since_its_measurement_does_not_quote_it(tmp_path, monk
 
 def test_the_shipped_results_are_read():
     measured.clear_cache()
-    fig = measured.recipe_figures("fast")
+    fig = measured.recipe_figures("fast", tier=hardware.server_tier())  # as the page reads it
     assert fig is not None and fig.source.startswith("bench/results/")
     report = json.loads((measured.PROJECT_ROOT / fig.source).read_text())
     entry = report["benchmarks"]["time_to_accuracy"]["result"]["recipes"]["fast"]
