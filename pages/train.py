@@ -195,6 +195,15 @@ def _recipe_picker(draft: drafts.Draft) -> None:
     ui.hold(ui.TRAIN_RECIPE)
     c2.button("Use recipe", key=ui.TRAIN_RECIPE_USE, on_click=_use_recipe)
     st.caption(RECIPE_INFO[name].description)
+    recipe = RECIPES[name]
+    if (draft.augment, draft.model, draft.train) == (recipe.augment, recipe.model, recipe.train):
+        st.caption(":material/check: The form below holds this recipe.")
+    else:
+        # After a reload the picker cannot know which recipe the changed form started from.
+        st.caption(
+            ":material/edit_note: The form below holds other values than this recipe "
+            "(changed since, or another recipe): **Use recipe** puts this recipe's in it."
+        )
     if RECIPE_INFO[name].sized_for_bfloat16 and hardware.emulates_bfloat16():
         st.caption(
             ":material/schedule: This server's CPU has no native bfloat16 (AVX-512 BF16 or "

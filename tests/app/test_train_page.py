@@ -25,6 +25,10 @@ TINY_MODEL = ModelConfig(
 )
 
 
+HOLDS_THIS = "The form below holds this recipe."
+HOLDS_OTHER = "The form below holds other values than this recipe"
+
+
 def open_train_page(data: DataConfig = DataConfig(source="digits"), **parts) -> AppTest:  # noqa: B008
     parts.setdefault("model", TINY_MODEL)
     return open_page("train", data=data, **parts)
@@ -100,9 +104,12 @@ def test_picking_the_accurate_recipe_sets_model_augmentation_and_training():
     data_before = draft_of(at).data
     at.selectbox(key=ui.TRAIN_RECIPE).set_value("accurate")
     at.run()
+    # Picked, not used: the page says the form is not this recipe (yet).
+    assert HOLDS_OTHER in texts(at) and HOLDS_THIS not in texts(at)
     at.button(key=ui.TRAIN_RECIPE_USE).click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+    assert HOLDS_THIS in texts(at) and HOLDS_OTHER not in texts(at)
     draft = draft_of(at)
     assert draft.model == RECIPES["accurate"].model
     assert draft.augment.horizontal_flip
@@ -154,9 +161,14 @@ def test_on_digits_a_mirroring_recipe_gets_one_click_to_turn_mirroring_off():
     assert widget_value(at, "tta_flip") is False  # the form shows it at once
     assert "Mirroring is off" in texts(at)
     assert "Mirroring digits" not in texts(at)
+    assert HOLDS_OTHER in texts(at)  # Precise stays picked; the form is no longer it
     assert not runstore.list_run_dirs()
     again = reload(at, "train")
     assert "Mirroring digits" not in texts(again) and widget_value(again, "tta_flip") is False
+    # A new session cannot tell which recipe the changed form came from: the picker's
+    # default is not claimed to be what the form holds.
+    assert again.selectbox(key=ui.TRAIN_RECIPE).value == "fast"
+    assert HOLDS_OTHER in texts(again) and HOLDS_THIS not in texts(again)
 
 
 def test_the_mirroring_offer_is_not_made_where_mirroring_keeps_the_class():

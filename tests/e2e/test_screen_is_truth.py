@@ -255,6 +255,7 @@ def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_serv
     wait_for_text(page, "Mirroring digits")
     steps(page, "precise-on-digits")
     assert "Horizontal flip" in main_text(page)
+    assert "The form below holds this recipe." in main_text(page)
     # The recipe is sized on CPUs that compute bfloat16: the page says whether this one does.
     slow = "This server's CPU has no native bfloat16"
     assert (slow in main_text(page)) is hardware.emulates_bfloat16()
@@ -268,6 +269,7 @@ def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_serv
     wait_without_text(page, "Mirroring digits")
     steps(page, "mirroring-off")
     assert "Mirroring is off" in main_text(page)
+    assert "The form below holds other values than this recipe" in main_text(page)
     _open_more_options(page)
     assert not page.get_by_role("checkbox", name="Flip test-time augmentation").first.is_checked()
     if hardware.nvidia_driver_present():  # the GPU decides; the page claims nothing
@@ -282,6 +284,10 @@ def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_serv
     wait_idle(page)
     assert_healthy(page)
     assert "Mirroring digits" not in main_text(page)
+    # The picker starts on Fast again (no recipe equals the changed form): it says so.
+    assert _combo(page, "Start from a recipe") == "Fast (default)"
+    assert "The form below holds other values than this recipe" in main_text(page)
+    assert "The form below holds this recipe." not in main_text(page)
     navigate(page, "Augmentation")
     flip = page.get_by_role("switch", name="Horizontal flip").first
     flip.wait_for()
