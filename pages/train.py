@@ -174,12 +174,16 @@ def _use_recipe(name: str | None = None) -> None:
     )
 
 
+def _holds(draft: drafts.Draft, recipe: RunConfig) -> bool:
+    """Whether the draft trains ``recipe`` (its dataset aside: recipes keep the user's)."""
+    return (draft.augment, draft.model, draft.train) == (recipe.augment, recipe.model, recipe.train)
+
+
 def _recipe_picker(draft: drafts.Draft) -> None:
     if ui.TRAIN_RECIPE not in st.session_state:
         # A new session (a reload, another tab): the picker starts on the recipe the form
         # holds, if it holds one, not on Fast while the form shows another.
-        held = (draft.augment, draft.model, draft.train)
-        match = next((n for n, r in RECIPES.items() if (r.augment, r.model, r.train) == held), None)
+        match = next((n for n, r in RECIPES.items() if _holds(draft, r)), None)
         if match is not None:
             st.session_state[ui.TRAIN_RECIPE] = match
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -195,8 +199,7 @@ def _recipe_picker(draft: drafts.Draft) -> None:
     ui.hold(ui.TRAIN_RECIPE)
     c2.button("Use recipe", key=ui.TRAIN_RECIPE_USE, on_click=_use_recipe)
     st.caption(RECIPE_INFO[name].description)
-    recipe = RECIPES[name]
-    if (draft.augment, draft.model, draft.train) == (recipe.augment, recipe.model, recipe.train):
+    if _holds(draft, RECIPES[name]):
         st.caption(":material/check: The form below holds this recipe.")
     else:
         # After a reload the picker cannot know which recipe the changed form started from.
