@@ -181,27 +181,41 @@ def act(page, action) -> None:
     after_action(page, before)
 
 
+_SCREEN_STATE_JS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const main = document.querySelector('[data-testid="stMain"]');
+    if (!app || !main) return [null, 0, ''];
+    const widgets = main.querySelectorAll('input, textarea, button, [role="combobox"]').length;
+    const loading = main.querySelectorAll('[data-testid="stSkeleton"]').length;
+    return [app.getAttribute('data-test-script-state'), loading, String(widgets)];
+}"""
+
+
 def wait_idle(page, timeout_ms: int = SCRIPT_TIMEOUT_MS, settle_ms: int = 400) -> None:
-    """Wait until the script run has finished and stayed finished for ``settle_ms``.
+    """Wait until the script run has finished and the screen has settled for ``settle_ms``.
 
     A page with a live fragment (``run_every``) reruns on its own; the settle time is
     short enough that such a page still counts as idle between fragment runs.
+
+    Settled means: the run is over, no widget shows its loading skeleton, and the number
+    of inputs and buttons has not changed for ``settle_ms``. Widgets are code-split, and
+    after a reload the run can end some 300 ms before a number box appears; the box then
+    shows its minimum for a few frames before the value the script sent (Streamlit sets
+    it in an effect). Reading it then read "1" where the form held 20.
     """
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
     deadline = time.monotonic() + timeout_ms / 1000
     idle_since = None
+    seen = None
     while time.monotonic() < deadline:
-        state = page.get_attribute('[data-testid="stApp"]', "data-test-script-state")
-        if state == "notRunning":
+        state, loading, widgets = page.evaluate(_SCREEN_STATE_JS)
+        if state == "notRunning" and not loading and widgets == seen:
             idle_since = idle_since or time.monotonic()
-            # Widgets are code-split: each kind shows a skeleton until its chunk loads.
-            loading = page.locator('[data-testid="stMain"] [data-testid="stSkeleton"]').count()
-            if loading:
-                idle_since = time.monotonic()
-            elif (time.monotonic() - idle_since) * 1000 >= settle_ms:
+            if (time.monotonic() - idle_since) * 1000 >= settle_ms:
                 return
         else:
             idle_since = None
+        seen = widgets
         page.wait_for_timeout(100)
     raise TimeoutError(f"the script of {page.url} was still running after {timeout_ms} ms")
 
