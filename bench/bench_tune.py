@@ -35,7 +35,7 @@ from typing import Any
 FULL_PER_CLASS = int(os.environ.get("KESTREL_BENCH_TUNE_PER_CLASS", "500"))
 SIZES = {
     # per_class: Fashion-MNIST training images per class (0: all 6000); trials: study size
-    "tiny": {"per_class": 30, "trials": 2, "epochs": 1, "grid": (3e-3, 3e-2), "steps": 40, "w_trials": 2},
+    "tiny": {"per_class": 30, "trials": 2, "epochs": 1, "grid": (3e-2,), "steps": 40, "w_trials": 2},
     "full": {"per_class": FULL_PER_CLASS, "trials": 8, "epochs": 6, "grid": (1e-3, 3e-3, 1e-2, 3e-2), "steps": 300, "w_trials": 4},
 }  # fmt: skip
 SPACE = {
