@@ -676,7 +676,7 @@ def run_callbacks(run_dir: Path) -> list[Any]:
 @dataclass
 class TrialRow:
     number: int
-    state: str  # Optuna's state; "queued"/"running" come from the run while it lives
+    state: str  # Optuna's state; "starting"/"queued"/"running" come from the run while it lives
     params: dict[str, Any]
     value: float | None
     duration_s: float | None
@@ -691,7 +691,11 @@ def trial_rows(study: Any) -> list[TrialRow]:
     for t in study.get_trials(deepcopy=False):
         run_id = t.user_attrs.get("run_id", "")
         state = t.state.name.lower()
-        if state == "running" and run_id:
+        if state == "running" and not run_id:
+            # Optuna started the trial but its run is not created yet: "running" would
+            # offer a trial with no run to stop (the page's picker lists it only once it has one).
+            state = "starting"
+        elif state == "running":
             with contextlib.suppress(Exception):
                 run_state = runstore.read_status(runstore.run_dir(run_id)).state
                 state = "queued" if run_state == "queued" else "running"

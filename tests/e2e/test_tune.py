@@ -90,11 +90,12 @@ def test_tune_the_learning_rate(streamlit_server, page, steps, workspace):
     wait_for_text(page, r"Study lr search started: 3 trials")
     steps(page, "study-started")
 
-    # The table fills: trial 0 appears, queued or running, with its learning rate.
+    # The table fills: trial 0 appears, starting (no run yet), queued or running.
     rows = wait_rows(page, lambda r: len(r) >= 1, 60, "no trial row appeared")
-    assert rows[0]["trial"] == "0" and rows[0]["state"] in ("queued", "running"), rows
+    assert rows[0]["trial"] == "0" and rows[0]["state"] in ("starting", "queued", "running"), rows
     # Stop the first trial by hand once its run trains.
     rows = wait_rows(page, lambda r: r and r[0]["state"] == "running", 400, "trial 0 never ran")
+    assert rows[0]["run"], rows  # a running trial names its run
     steps(page, "trial-running")
     select(page, "Running trial", f"trial 0 · run {rows[0]['run']}")
     click(page, "Stop trial")

@@ -244,6 +244,13 @@ def test_trial_rows_show_state_value_and_pruned_epoch():
     study.tell(t1, state=optuna.trial.TrialState.PRUNED)
     rows = tuning.trial_rows(study)
     assert [(r.number, r.state) for r in rows] == [(0, "complete"), (1, "pruned")]
+    # A trial Optuna started reads "starting" until its run exists, then as its run does.
+    t2 = study.ask()
+    assert [r.state for r in tuning.trial_rows(study)][2] == "starting"
+    run = runstore.create_run(s.base)
+    t2.set_user_attr("run_id", run.name)
+    assert [(r.state, r.run_id) for r in tuning.trial_rows(study)][2] == ("queued", run.name)
+    study.tell(t2, state=optuna.trial.TrialState.FAIL)
     assert rows[0].value == 0.8 and rows[1].pruned_epoch == 2
     assert tuning.best_trial(study).number == 0
     assert "pruned" in tuning.format_trials(rows) and "epoch 2" in tuning.format_trials(rows)
