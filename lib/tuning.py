@@ -692,8 +692,8 @@ def trial_rows(study: Any) -> list[TrialRow]:
         run_id = t.user_attrs.get("run_id", "")
         state = t.state.name.lower()
         if state == "running" and not run_id:
-            # Optuna started the trial but its run is not created yet: "running" would
-            # offer a trial with no run to stop (the page's picker lists it only once it has one).
+            # Optuna started the trial but its run is not created yet; the Tune page's
+            # "Running trial" box lists a trial only once it has a run to stop.
             state = "starting"
         elif state == "running":
             with contextlib.suppress(Exception):
