@@ -34,6 +34,10 @@ def numbers(value) -> list[float]:
 
 def check_time_to_accuracy(result: dict) -> None:
     assert set(result["recipes"]) == {"fast", "tutorial"}
+    # Each training ran in a process of its own, neither this one nor the other's.
+    pids = {result["recipes"][name]["process_id"] for name in ("fast", "tutorial")}
+    assert len(pids) == 2 and os.getpid() not in pids and result["process_per_training"]
+    assert "each training in a Python process of its own" in bench_time_to_accuracy.markdown(result)
     for name, r in result["recipes"].items():
         assert r["train_seconds"] > 0, name
         assert r["images_per_sec"] > 0, name
@@ -452,6 +456,10 @@ def test_time_to_accuracy_always_trains_the_tutorial_with_the_recipes(monkeypatc
     )
     monkeypatch.setattr(
         bench_time_to_accuracy, "train_kestrel", lambda name, **k: calls.append(name) or fake
+    )
+    # In this process (each training normally gets a process of its own: _fresh).
+    monkeypatch.setattr(
+        bench_time_to_accuracy, "_fresh", lambda f, **k: getattr(bench_time_to_accuracy, f)(**k)
     )
     result = bench_time_to_accuracy.run("full", recipes=["fast"], repeats=1)
     assert calls == ["tutorial", "fast"] and set(result["recipes"]) == {"tutorial", "fast"}
