@@ -39,6 +39,7 @@ import numpy as np
 
 from bench import machine
 from lib import measured
+from lib.workspace import PROJECT_ROOT
 
 THRESHOLDS = (0.88, 0.90, 0.91, 0.92, 0.93, 0.94)
 # The targets: (test accuracy, training seconds on the build machine).
@@ -51,7 +52,6 @@ RECIPES_TINY = ("fast",)
 TINY_PER_CLASS = 30  # 300 training images: the smoke test only checks that it all runs
 EVAL_BATCH = 1000
 TUTORIAL_EPOCHS = 100  # the budget ends it first
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -554,9 +554,8 @@ def _fresh(function: str, **kwargs) -> dict:
             "result = getattr(bench, sys.argv[1])(**json.loads(sys.argv[2]))\n"
             "open(sys.argv[3], 'w', encoding='utf-8').write(json.dumps(result))\n"
         )
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, function, json.dumps(kwargs), str(out)], cwd=ROOT, env=env
+            [sys.executable, "-c", code, function, json.dumps(kwargs), str(out)], cwd=PROJECT_ROOT
         )
         returncode = proc.wait()
         if returncode != 0 or not out.is_file():
