@@ -4,6 +4,7 @@
     python -m bench --only app --only predict         # some of them
     python -m bench --size tiny                       # seconds, to check they run
     python -m bench --only time_to_accuracy --recipes fast,tutorial --budget tutorial=300
+    KERAS_BACKEND=jax python -m bench --only gpu_precision --budget total=330   # a GPU, no TF
 
 Each benchmark is a module ``bench/bench_<name>.py`` with ``run(size="full", ...)``
 returning a JSON-ready dict (and optionally ``markdown(result) -> str``). Each runs
@@ -60,6 +61,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "robustness": ("bench.bench_robustness", "accuracy under attack (eps 2/255) and clean, before/after hardening"),
     "compress": ("bench.bench_compress", "int8 and 80 % pruning of the Fashion-MNIST demo vs float32 TFLite"),
     "transfer_cache": ("bench.bench_transfer_cache", "transfer learning: cached backbone features vs plain frozen epochs"),
+    "gpu_precision": ("bench.bench_gpu_precision",
+                      "GPU: the recipes in float32, mixed float16 and mixed bfloat16"),
     "app": ("bench.bench_app", "app responsiveness: page script runs, server start, Home in Chromium"),
     "load": ("bench.bench_load", "under load: browsers on every page while runs train and a worker dies"),
     "stress_kill": ("bench.stress_kill", "reliability: SIGKILL training workers, resume, count losses"),
@@ -370,11 +373,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="RECIPE=SECONDS",
-        help="training seconds a recipe may use (fast=120, tutorial=300, accurate=600)",
+        help="training seconds a recipe may use (fast=120, tutorial=300, accurate=600); "
+        "gpu_precision: total=SECONDS, after which it starts no further training",
     )
     g.add_argument("--evals-per-epoch", type=int, help="test evaluations per epoch (default 2)")
     g.add_argument("--val-fraction", type=float, help="Kestrel recipes' validation share (0.1)")
-    g.add_argument("--repeats", type=int, help="trainings per recipe, interleaved (default 1)")
+    g.add_argument(
+        "--repeats", type=int,
+        help="trainings per recipe, interleaved (default 1; gpu_precision: 5)",
+    )  # fmt: skip
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-options", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)

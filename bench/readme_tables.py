@@ -9,7 +9,8 @@ README.md holds blocks between markers::
     ...generated, never edited by hand...
     <!-- bench:end NAME -->
 
-NAME is ``machine`` (which results file, which machine, its load), a benchmark's
+NAME is ``machine`` (which results file, which machine, its load: the newest file of a
+machine without a GPU, :func:`primary`), a benchmark's
 name (that benchmark's section), ``NAME@TIER`` (that benchmark's section from the newest
 file of a machine whose best vector extension is TIER, ``bench.machine.vector_tier``:
 ``ablation@amx`` beside ``ablation@avx2``, for figures that hang on the CPU), or ``all``
@@ -84,7 +85,7 @@ def _machine_line(report: dict) -> str:
 def machine_block(path: Path, report: dict, older: bool = False) -> str:
     """Where the figures come from: the file, the machine, the load it started under."""
     info = report.get("machine", {})
-    gpu_note = "" if info.get("gpus") else " No GPU was used for these figures."
+    gpu_note = "" if info.get("gpus") else " No GPU was used for this file's figures."
     older_note = (
         " A section this file does not hold comes from the newest earlier file that measured "
         "it, and says which file and machine at its top."
@@ -177,12 +178,27 @@ def render(readme: str, path: Path, report: dict, earlier: list[tuple[Path, dict
     return BLOCK.sub(replace, readme)
 
 
+def primary(found: list[tuple[Path, dict]]) -> int:
+    """Which of ``found`` (newest first) the machine block names: the newest without a GPU.
+
+    Most sections are CPU figures; a GPU machine's file (the gpu_precision benchmark,
+    measured where a GPU is lent for minutes) gives its sections under a line naming it,
+    rather than becoming the machine every other section is "from an earlier file" of.
+    The newest file, if every one had a GPU.
+    """
+    for i, (_, report) in enumerate(found):
+        if not (report.get("machine") or {}).get("gpus"):
+            return i
+    return 0
+
+
 def expected_readme(readme_path: Path = README, results_dir: Path = RESULTS_DIR) -> str | None:
     """README.md as it should read for the newest results (None without results)."""
     found = all_results(results_dir)
     if not found:
         return None
-    (path, report), earlier = found[0], found[1:]
+    i = primary(found)
+    (path, report), earlier = found[i], found[:i] + found[i + 1 :]
     return render(Path(readme_path).read_text(encoding="utf-8"), path, report, earlier)
 
 

@@ -131,8 +131,44 @@ def check_ablation(result: dict) -> None:
     assert keras.config.dtype_policy().name == "float32"
 
 
+def check_gpu_precision(result: dict) -> None:
+    """Skipped without a GPU; forced onto the CPU, it trains every recipe and policy it names."""
+    import keras
+
+    from bench import bench_gpu_precision
+
+    if "skipped" in result:  # this machine has no GPU: say so, and measure nothing
+        assert "no GPU" in result["skipped"]
+        assert "Skipped: no GPU" in bench_gpu_precision.markdown(result)
+    result = bench_gpu_precision.run("tiny", recipes=["fast"], repeats=1, require_gpu=False)
+    json.dumps(result)
+    keys = {f"fast/{p}" for p in ("float32", "mixed_float16", "mixed_bfloat16")}
+    assert set(result["throughput"]) == keys == set(result["time_to_accuracy"])
+    for key in keys:
+        assert result["throughput"][key]["images_per_sec"]["median"] > 0
+        entry = result["time_to_accuracy"][key]
+        assert entry["epochs_done"] == 1.0 and entry["repeats"] == 1, key
+        assert 0.0 < entry["final_test_accuracy"] <= 1.0, key
+        assert 0 < entry["first_epoch_seconds"] <= entry["train_seconds"] + 1e-6, key
+    text = bench_gpu_precision.markdown(result)
+    assert text.count("\n| fast | ") == 3 and "mixed bfloat16" in text
+    assert keras.config.dtype_policy().name == "float32"  # the policy is put back
+    # The accurate recipe mirrors its images in the model, and mixed float16 compiles as
+    # the trainer does: Keras wraps the optimizer in a LossScaleOptimizer.
+    data = {"shape": (28, 28, 1), "classes": 10}
+    cfg = bench_gpu_precision.recipe_config("accurate", "tiny")
+    model = bench_gpu_precision.build(cfg, "mixed_float16", data, steps=5)
+    assert model.get_layer("mirror") is not None
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    core = model.layers[-1]
+    assert core.dtype_policy.name == "mixed_float16"
+    assert core.layers[-1].dtype_policy.name == "float32"  # logits stay float32
+    assert keras.config.dtype_policy().name == "float32"
+
+
 CHECKS = {
     "time_to_accuracy": check_time_to_accuracy,
+    "gpu_precision": check_gpu_precision,
     "ablation": check_ablation,
     "health": check_health,
     "augment": check_augment,

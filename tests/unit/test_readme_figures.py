@@ -46,9 +46,9 @@ def test_the_performance_section_types_no_figure_outside_generated_blocks():
 def _fixture(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    found = readme_tables.latest_results()
-    assert found is not None
-    source, report = found
+    found = readme_tables.all_results()
+    assert found
+    source, report = found[readme_tables.primary(found)]  # the machine block's file
     for path, _ in readme_tables.all_results():  # README draws on every one of them
         shutil.copy(path, results / path.name)
     readme = tmp_path / "README.md"
@@ -97,6 +97,39 @@ def test_the_newest_file_wins_and_tiny_runs_are_ignored(tmp_path):
         .startswith(f"_From `bench/results/{measured.name}` (")
     )
     assert "_From `" not in own["all"].split("### only_this")[1].split("\n### ")[0]
+
+
+def test_a_newer_gpu_file_gives_its_section_but_not_the_machine_block(tmp_path):
+    readme, results, path, report = _fixture(tmp_path)
+    gpu = {
+        **report,
+        "date": "2999-01-01",
+        "machine": {**report["machine"], "cores": 16, "gpus": ["NVIDIA H200, 143771 MiB"]},
+        "benchmarks": {"gpu_precision": {"result": {"skipped": "stand-in"}, "seconds": 1.0}},
+    }
+    (results / "16cpu-gpu-2999-01-01.json").write_text(json.dumps(gpu), encoding="utf-8")
+    readme_tables.update(readme, results)
+    blocks = {
+        m.group("name"): m.group("body")
+        for m in readme_tables.BLOCK.finditer(readme.read_text(encoding="utf-8"))
+    }
+    # The machine block still names the newest file without a GPU, whose figures most
+    # sections are...
+    assert f"`bench/results/{path.name}`" in blocks["machine"]
+    assert "NVIDIA H200" not in blocks["machine"]
+    assert "No GPU was used for this file's figures." in blocks["machine"]
+    # ...and the GPU section says which file and machine it comes from.
+    assert (
+        blocks["gpu_precision"]
+        .lstrip()
+        .startswith(
+            "_From `bench/results/16cpu-gpu-2999-01-01.json` (2999-01-01; machine: 16 cores"
+        )
+    )
+    assert "NVIDIA H200, 143771 MiB" in blocks["gpu_precision"]
+    assert "Skipped: stand-in." in blocks["gpu_precision"]
+    # With only GPU files, the newest of them is the machine block's.
+    assert readme_tables.primary([(results / "a.json", gpu), (results / "b.json", gpu)]) == 0
 
 
 def test_a_benchmark_no_file_measured_says_how_to_measure_it(tmp_path):
