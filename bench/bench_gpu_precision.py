@@ -110,13 +110,10 @@ def load_arrays(size: str) -> dict:
 
 
 def recipe_config(name: str, size: str):
-    """Recipe ``name``'s RunConfig (tiny: one epoch, small batches)."""
-    from lib.recipes import RECIPES
+    """Recipe ``name``'s RunConfig, as the time-to-accuracy benchmark trains it (tiny: one epoch)."""
+    from bench.bench_time_to_accuracy import kestrel_config
 
-    cfg = RECIPES[name]
-    if size == "tiny":
-        cfg = cfg.replace(train=cfg.train.replace(epochs=1, batch_size=64, warmup_epochs=0.0))
-    return cfg
+    return kestrel_config(name, size, VAL_FRACTION)
 
 
 def build(cfg, policy: str, data: dict, steps: int):

@@ -49,7 +49,7 @@ def _fixture(tmp_path):
     found = readme_tables.all_results()
     assert found
     source, report = found[readme_tables.primary(found)]  # the machine block's file
-    for path, _ in readme_tables.all_results():  # README draws on every one of them
+    for path, _ in found:  # README draws on every one of them
         shutil.copy(path, results / path.name)
     readme = tmp_path / "README.md"
     shutil.copy(README, readme)
