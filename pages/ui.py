@@ -80,6 +80,7 @@ TRAIN_FORM_DRAWN = "train_form_drawn"  # (draft id, revision) the Train form was
 TRAIN_PARTS_DRAWN = "train_parts_drawn"  # (draft id, data, augment, model) the Train page showed
 TRAIN_CURVES_CHART = "train_curves_chart"  # live loss/accuracy chart
 TRAIN_LR_CHART = "train_lr_chart"  # learning-rate chart
+TRAIN_CHART_DATA = "train_chart_data"  # what the live panel's two charts last drew, and when
 TRAIN_RUNS_FILTER = "train_runs_filter"  # selectbox: all runs, runs outside studies, one study
 TRAIN_LRF_START = "train_lr_finder_start"  # button: start a learning-rate sweep
 TRAIN_LRF_APPLY = "train_lr_finder_apply"  # button: put the suggested rate into the draft

@@ -8,7 +8,7 @@ batch events (lib.progress.BatchEvent) and its LR plan in,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -24,6 +24,21 @@ MUTED = "#9ca3af"
 def _finite(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
     pairs = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None and math.isfinite(y)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def held_for_redraw(
+    store: MutableMapping[str, Any], key: Any, data: Any, *, now: float, hold_s: float
+) -> Any:
+    """What a live chart draws: ``data``, or what it drew less than ``hold_s`` seconds ago.
+
+    An unchanged figure sent to the browser is kept as drawn rather than redrawn, so a
+    chart refreshed every second or so can redraw less often. ``store`` keeps the last
+    drawing between calls (a session's state); another ``key`` (run, state) draws at once.
+    """
+    if store.get("key") == key and now - store.get("at", -math.inf) < hold_s:
+        return store["data"]
+    store.update(key=key, at=now, data=data)
+    return data
 
 
 def live_curves_figure(
