@@ -106,6 +106,7 @@ TUNE_SAVE = "tune_save_best"  # button: save the best trial's model to the regis
 TUNE_MSG = "tune_message"  # (kind, text) of the study panel's last action
 TUNE_START_MSG = "tune_start_message"  # (kind, text) of the last "Start study"
 TUNE_CHART = "tune_chart_"  # + figure name: Optuna's plotly figures
+TUNE_FIGURES = "tune_figures"  # Optuna's figures of a study, and the finished trials they show
 
 MODEL_FIELD = "model_field_"  # + ModelConfig field name (preset, width...): that option's widget
 MODEL_BLOCK = "model_block_"  # + "{index}_{ConvBlock field}": the custom builder's block widgets

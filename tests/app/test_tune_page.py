@@ -189,3 +189,32 @@ def test_the_study_shown_stays_picked_through_another_page_and_a_reload():
     for page in (at, reload(at, "tune")):
         assert not page.exception, [e.value for e in page.exception]
         assert page.selectbox(key=ui.TUNE_PICK).value == other
+
+
+def test_optunas_charts_are_made_again_only_when_a_trial_has_finished(monkeypatch):
+    import optuna.visualization as visualization  # the module (optuna.visualization is lazy)
+
+    spec, _ = finished_study()
+    made = []
+    real = visualization.plot_param_importances
+
+    def counted(study, *args, **kwargs):
+        made.append(len(study.trials))
+        return real(study, *args, **kwargs)
+
+    monkeypatch.setattr(visualization, "plot_param_importances", counted)
+    at = open_tune()
+    assert made == [2]
+    assert [t.label for t in at.tabs][-4:] == [
+        "History", "Parallel coordinates", "Importance", "Slices"
+    ]  # fmt: skip
+    assert not [c.value for c in at.caption if "Not available" in c.value]
+    at.run()
+    at.run()  # the panel's refreshes: the charts are the ones made, not made again
+    assert made == [2]
+    study = tuning.load_study(spec, tuning.study_dir(spec.slug))
+    trial = study.ask()
+    trial.suggest_float("train.learning_rate", 1e-4, 1e-1, log=True)
+    study.tell(trial, 0.7, state=optuna.trial.TrialState.COMPLETE)
+    at.run()
+    assert made == [2, 3]  # a third finished trial: made again, with it
