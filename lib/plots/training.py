@@ -33,7 +33,8 @@ def held_for_redraw(
 
     An unchanged figure sent to the browser is kept as drawn rather than redrawn, so a
     chart refreshed every second or so can redraw less often. ``store`` keeps the last
-    drawing between calls (a session's state); another ``key`` (run, state) draws at once.
+    drawing between calls (a session's state); another ``key`` (run, state, epochs done)
+    draws at once.
     """
     if store.get("key") == key and now - store.get("at", -math.inf) < hold_s:
         return store["data"]

@@ -7,30 +7,34 @@ from lib.plots.training import held_for_redraw, live_curves_figure, lr_figure
 
 def test_a_training_runs_charts_redraw_at_most_every_hold_and_at_once_for_a_new_state():
     store: dict = {}
-    run = ("20260101-000000-a", "running")
+    run = ("20260101-000000-a", "running", 1)
     assert held_for_redraw(store, run, "epoch 1", now=100.0, hold_s=5.0) == "epoch 1"
     # Refreshes within the hold send what was drawn, so the browser keeps the chart.
     assert held_for_redraw(store, run, "epoch 1.2", now=101.5, hold_s=5.0) == "epoch 1"
     assert held_for_redraw(store, run, "epoch 1.5", now=104.9, hold_s=5.0) == "epoch 1"
     assert held_for_redraw(store, run, "epoch 1.6", now=105.0, hold_s=5.0) == "epoch 1.6"
     assert held_for_redraw(store, run, "epoch 1.7", now=106.0, hold_s=5.0) == "epoch 1.6"
+    # An epoch ends: its point draws at once.
+    epoch_2 = ("20260101-000000-a", "running", 2)
+    assert held_for_redraw(store, epoch_2, "epoch 2", now=106.5, hold_s=5.0) == "epoch 2"
+    assert held_for_redraw(store, epoch_2, "epoch 2.1", now=107.0, hold_s=5.0) == "epoch 2"
     # The run ends: its final curves draw at once, and are never held (hold 0).
-    done = ("20260101-000000-a", "completed")
-    assert held_for_redraw(store, done, "final", now=106.5, hold_s=0.0) == "final"
-    assert held_for_redraw(store, done, "final 2", now=106.6, hold_s=0.0) == "final 2"
+    done = ("20260101-000000-a", "completed", 3)
+    assert held_for_redraw(store, done, "final", now=107.5, hold_s=0.0) == "final"
+    assert held_for_redraw(store, done, "final 2", now=107.6, hold_s=0.0) == "final 2"
     # Another run watched: its curves at once.
-    other = ("20260101-000000-b", "running")
-    assert held_for_redraw(store, other, "b", now=106.7, hold_s=5.0) == "b"
+    other = ("20260101-000000-b", "running", 3)
+    assert held_for_redraw(store, other, "b", now=107.7, hold_s=5.0) == "b"
 
 
 def test_held_data_draws_the_same_figures():
     history = {"epoch": [1.0, 2.0], "loss": [1.0, 0.5], "accuracy": [0.6, 0.8],
                "learning_rate": [1e-3, 5e-4]}  # fmt: skip
     store: dict = {}
-    first = held_for_redraw(store, ("r", "running"), (history, None, 2.0), now=0.0, hold_s=5.0)
+    first = held_for_redraw(store, ("r", "running", 2), (history, None, 2.0), now=0.0, hold_s=5.0)
     later = {**history, "epoch": [1.0, 2.0, 3.0], "loss": [1.0, 0.5, 0.4],
              "accuracy": [0.6, 0.8, 0.85], "learning_rate": [1e-3, 5e-4, 2e-4]}  # fmt: skip
-    held = held_for_redraw(store, ("r", "running"), (later, None, 3.0), now=1.5, hold_s=5.0)
+    held = held_for_redraw(store, ("r", "running", 2), (later, None, 3.0), now=1.5, hold_s=5.0)
     plan = {"epoch": [0.0, 3.0], "learning_rate": [1e-3, 0.0]}
     # The spec sent to the browser is byte for byte the earlier one.
     assert (
