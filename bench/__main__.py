@@ -12,8 +12,9 @@ in its own child process, so one benchmark's imports, threads and memory do not
 colour another's figures, and a crash in one still leaves the others' results.
 Results of a day on one machine are merged into one file, so ``--only`` re-runs
 one benchmark without losing the rest (a module with ``merge(old, new)`` decides how
-a day's two results of it combine: time_to_accuracy keeps only the newer, since rows
-measured under other loads never share a table, so name every recipe it should show);
+a day's two results of it combine: time_to_accuracy keeps the newer, and beside it, as
+tables of their own, only earlier invocations that trained none of its recipes, since
+rows measured under other loads never share a table);
 tiny runs go to ``...-tiny.json``.
 
 Before each full-size benchmark the machine is given up to ``--quiet-wait`` seconds

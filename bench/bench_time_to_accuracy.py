@@ -7,7 +7,9 @@
 The tutorial baseline is always trained in the same invocation as the recipes it
 is compared with (``--recipes`` adds recipes to it, never replaces it), and a new
 result replaces the day's earlier one instead of being merged with it, so every
-row of a result shares one invocation and its load. With ``--repeats N`` the
+row of a table shares one invocation and its load (an earlier invocation of the day
+that trained none of the new one's recipes is kept beside it, as a table of its own
+with its own baseline). With ``--repeats N`` the
 recipes are trained N times, interleaved (round 2 starts with the recipe round 1
 ended with), and each figure is the median with its min–max; a time-to-accuracy
 run takes minutes, so the default is one repetition, and the result says so.
@@ -714,12 +716,29 @@ def target_verdicts(results: dict) -> list[dict]:
 
 
 def merge(old: dict, new: dict) -> dict:
-    """A day's new time-to-accuracy result replaces the earlier one.
+    """A day's new time-to-accuracy result replaces the earlier one, except for earlier
+    invocations that trained none of its recipes, which are kept whole beside it.
 
-    Rows from two invocations ran under different loads, so they are never mixed
-    into one table: to add a recipe, measure it again with the others.
+    Rows from two invocations ran under different loads, so they are never mixed into one
+    table: each invocation keeps its own table with its own tutorial baseline
+    (``other_invocations``, newest first, shown below the new one's). An earlier invocation
+    that trained any recipe the new one trained is dropped whole.
     """
-    return new
+    mine = set(new.get("recipes", {})) - {"tutorial"}
+    earlier = [{k: v for k, v in old.items() if k != "other_invocations"}]
+    earlier += old.get("other_invocations", [])
+    kept = [
+        one
+        for one in earlier
+        if one.get("recipes") and not (set(one["recipes"]) - {"tutorial"}) & mine
+    ]
+    return {**new, "other_invocations": kept} if kept else new
+
+
+def invocations(result: dict) -> list[dict]:
+    """The result's invocations, newest first: itself, then its ``other_invocations``."""
+    own = {k: v for k, v in result.items() if k != "other_invocations"}
+    return [own, *result.get("other_invocations", [])]
 
 
 def _ratios(results: dict) -> dict:
@@ -759,7 +778,19 @@ def _spread_cell(r: dict, key: str) -> str:
 
 
 def markdown(result: dict) -> str:
-    """The result as a markdown table: one row per recipe, one column per threshold."""
+    """The result as markdown: a table per invocation (the newest first), each with its
+    own tutorial baseline."""
+    parts = [_invocation_markdown(one) for one in invocations(result)]
+    other = (
+        "\n_Measured in an earlier invocation the same day, with its own tutorial baseline "
+        "(its rows ran under another load: compare them with their own baseline, not with "
+        "the table above):_\n\n"
+    )
+    return other.join(parts)
+
+
+def _invocation_markdown(result: dict) -> str:
+    """One invocation as a markdown table: one row per recipe, one column per threshold."""
     heads = [f"{t:.0%}" for t in result["thresholds"]]
     lines = [
         "| recipe | " + " | ".join(heads) + " | final test acc | trained | img/s | load |",

@@ -45,6 +45,7 @@ class RecipeFigures:
     # Test accuracy thresholds reached, each with the training seconds it took ("0.93": 140.2).
     seconds_to: tuple[tuple[str, float], ...] = ()
     repeats: int = 1  # trainings the figures are medians of
+    epochs_planned: int | None = None  # the recipe's epochs, where a budget may stop it sooner
     tier: str = ""  # the machine's best vector extension (lib.hardware.VECTOR_TIERS)
 
     @property
@@ -196,7 +197,13 @@ def _measured_this_recipe(entry: dict[str, Any], recipe: str) -> bool:
 
 def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None:
     try:
-        result = report["benchmarks"]["time_to_accuracy"]["result"]
+        newest = report["benchmarks"]["time_to_accuracy"]["result"]
+        # A day's invocations that trained other recipes are kept beside the newest one.
+        found = [one for one in [newest, *newest.get("other_invocations", [])]
+                 if recipe in one.get("recipes", {})]  # fmt: skip
+        if not found:
+            return None
+        result = found[0]
         entry = result["recipes"][recipe]
         if not _measured_this_recipe(entry, recipe):
             return None
@@ -206,6 +213,7 @@ def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None
             dataset=str(result.get("dataset", "")),
             test_accuracy=float(entry["final_test_accuracy"]),
             epochs=float(entry["epochs_done"]),
+            epochs_planned=_planned(entry),
             train_seconds=float(entry["train_seconds"]),
             cores=machine.get("cores"),
             gpus=len(machine.get("gpus") or []),
@@ -220,6 +228,13 @@ def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None
             repeats=int(entry.get("repeats", 1)),
             tier=hardware.vector_tier(machine.get("cpu_flags")),
         )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _planned(entry: dict[str, Any]) -> int | None:
+    try:
+        return int(entry["epochs_planned"])
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -244,6 +259,14 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None, tier: str | No
     epochs = (
         f"{fig.epochs:.0f}" if abs(fig.epochs - round(fig.epochs)) < 0.05 else f"{fig.epochs:.1f}"
     )
+    if fig.epochs_planned and fig.epochs < fig.epochs_planned - 0.5:
+        # The benchmark's time budget ended it: say how far it got, so no one reads the
+        # figures as the recipe's end (a user's run trains all its epochs).
+        span = (
+            f"{epochs} of its {fig.epochs_planned} epochs, when the benchmark's time budget ran out"
+        )
+    else:
+        span = f"{epochs} epochs"
     words = hardware.tier_words(fig.tier)
     machine = f"{fig.gpus} GPU(s)" if fig.gpus else f"{fig.cores} CPU cores"
     machine += f" with {words}" if words and not fig.gpus else ""
@@ -252,7 +275,7 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None, tier: str | No
     reached = "" if best is None else f"; {best[0]:.0%} first reached after {_duration(best[1])}"
     medians = f" (medians of {fig.repeats} trainings)" if fig.repeats > 1 else ""
     return (
-        f"Measured{medians}: {fig.test_accuracy:.1%} test accuracy on {dataset} after {epochs} epochs "
+        f"Measured{medians}: {fig.test_accuracy:.1%} test accuracy on {dataset} after {span} "
         f"({_duration(fig.train_seconds)} of training on {machine}, {fig.date}{load}"
         f"{reached}; {fig.source})."
     )

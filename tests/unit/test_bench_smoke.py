@@ -519,8 +519,44 @@ def test_time_to_accuracy_results_are_never_mixed_across_invocations():
     def result(times):
         return {"size": "full", "recipes": {k: _recipe_result(v) for k, v in times.items()}}
 
-    old, new = result({"fast": 20.0, "tutorial": 80.0}), result({"accurate": None})
-    assert bench_time_to_accuracy.merge(old, new) == new
+    old, new = result({"fast": 20.0, "tutorial": 80.0}), result({"fast": 25.0, "tutorial": 90.0})
+    assert bench_time_to_accuracy.merge(old, new) == new  # a recipe measured again: replaced
+    # An invocation that trained other recipes is kept whole beside the new one, never mixed.
+    precise = result({"precise": 300.0, "tutorial": 85.0})
+    both = bench_time_to_accuracy.merge(old, precise)
+    assert both["recipes"] == precise["recipes"] and both["other_invocations"] == [old]
+    # A third invocation that measures fast again drops the old one (fast, with its baseline)
+    # and keeps precise's.
+    third = bench_time_to_accuracy.merge(both, new)
+    assert third["recipes"] == new["recipes"]
+    assert third["other_invocations"] == [precise]
+    assert [set(one["recipes"]) for one in bench_time_to_accuracy.invocations(third)] == [
+        {"fast", "tutorial"}, {"precise", "tutorial"}
+    ]  # fmt: skip
+
+
+def test_each_invocation_of_the_day_gets_its_own_table_with_its_own_baseline():
+    def recipe(name, seconds):
+        return {
+            "description": name, "final_test_accuracy": 0.9, "train_seconds": seconds,
+            "train_cpu_seconds": seconds * 1.5, "epochs_done": 2.0, "images_per_sec": 100.0,
+            "load_average": {"before": [1.0], "after": [1.0]}, "stalls": [],
+            "seconds_to": {"0.90": seconds}, "epochs_to": {"0.90": 2.0},
+            "cpu_seconds_to": {"0.91": None},
+        }  # fmt: skip
+
+    def result(*names):
+        recipes = {n: recipe(n, 10.0 * (i + 1)) for i, n in enumerate(("tutorial", *names))}
+        return {"thresholds": [0.90], "recipes": recipes, "order": list(recipes)}
+
+    text = bench_time_to_accuracy.markdown(
+        bench_time_to_accuracy.merge(result("accurate"), result("precise"))
+    )
+    tables = text.split("earlier invocation the same day")
+    assert len(tables) == 2
+    assert "| precise |" in tables[0] and "| accurate |" not in tables[0]
+    assert "| accurate |" in tables[1] and "| precise |" not in tables[1]
+    assert all(t.count("| tutorial |") == 1 for t in tables)
 
 
 def test_a_benchmark_started_on_a_busy_machine_says_so_at_the_top(monkeypatch):

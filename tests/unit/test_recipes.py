@@ -195,6 +195,37 @@ def test_the_sentence_gives_the_load_and_the_highest_threshold_reached(tmp_path,
         measured.clear_cache()
 
 
+def test_a_recipe_of_the_days_other_invocation_is_quoted_and_a_budget_cut_says_so(
+    tmp_path, monkeypatch
+):
+    """A day's results keep an earlier invocation that trained other recipes beside the
+    newest; its figures describe its recipes, and a run the time budget stopped says how far
+    it got rather than passing for the recipe's end."""
+    _results(tmp_path, "new-2026-02-01.json", "2026-02-01", 0.9208)
+    path = tmp_path / "new-2026-02-01.json"
+    report = json.loads(path.read_text())
+    newest = report["benchmarks"]["time_to_accuracy"]["result"]
+    precise = {"final_test_accuracy": 0.9287, "epochs_done": 8.94, "train_seconds": 600.1,
+               "epochs_planned": 24}  # fmt: skip
+    newest["other_invocations"] = [
+        {"dataset": "fashion_mnist", "recipes": {"precise": precise, "fast": dict(
+            newest["recipes"]["fast"], final_test_accuracy=0.5)}},  # an older measurement
+    ]  # fmt: skip
+    path.write_text(json.dumps(report))
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
+    measured.clear_cache()
+    try:
+        assert measured.recipe_figures("fast").test_accuracy == 0.9208  # the newest first
+        text = measured.recipe_sentence("precise")
+        assert text.startswith(
+            "Measured: 92.9% test accuracy on Fashion-MNIST after 8.9 of its 24 epochs, when the "
+            "benchmark's time budget ran out (10.0 min of training on 2 CPU cores, 2026-02-01"
+        ), text
+        assert "after 6 epochs (39 s" in measured.recipe_sentence("fast")  # no budget cut
+    finally:
+        measured.clear_cache()
+
+
 def test_the_shapes_recipe_is_the_shipped_shapes_demo_models():
     card = json.loads(recipes.SHAPES_CARD.read_text(encoding="utf-8"))
     trained = RunConfig.from_dict(card["training_config"])
