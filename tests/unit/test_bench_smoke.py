@@ -535,28 +535,70 @@ def test_time_to_accuracy_results_are_never_mixed_across_invocations():
     ]  # fmt: skip
 
 
+def _tta_recipe(name: str, seconds: float) -> dict:
+    """A time_to_accuracy recipe row with every field its report reads, naming what it
+    trained as the benchmark does (lib.measured quotes only rows of the recipe as it is)."""
+    from lib import measured
+    from lib.recipes import RECIPES
+
+    trained = {"config": measured.recipe_identity(RECIPES[name])} if name in RECIPES else {}
+    return {
+        **json.loads(json.dumps(trained)),
+        "description": name, "final_test_accuracy": 0.9, "train_seconds": seconds,
+        "train_cpu_seconds": seconds * 1.5, "epochs_done": 2.0, "epochs_planned": 2,
+        "images_per_sec": 100.0, "load_average": {"before": [1.0], "after": [1.0]},
+        "stalls": [], "seconds_to": {"0.90": seconds}, "epochs_to": {"0.90": 2.0},
+        "cpu_seconds_to": {"0.91": None},
+    }  # fmt: skip
+
+
+def _tta_result(*names: str) -> dict:
+    """One invocation's result: the tutorial baseline and ``names``."""
+    recipes = {n: _tta_recipe(n, 10.0 * (i + 1)) for i, n in enumerate(("tutorial", *names))}
+    return {
+        "dataset": "fashion_mnist", "thresholds": [0.90], "recipes": recipes,
+        "order": list(recipes),
+    }  # fmt: skip
+
+
 def test_each_invocation_of_the_day_gets_its_own_table_with_its_own_baseline():
-    def recipe(name, seconds):
-        return {
-            "description": name, "final_test_accuracy": 0.9, "train_seconds": seconds,
-            "train_cpu_seconds": seconds * 1.5, "epochs_done": 2.0, "images_per_sec": 100.0,
-            "load_average": {"before": [1.0], "after": [1.0]}, "stalls": [],
-            "seconds_to": {"0.90": seconds}, "epochs_to": {"0.90": 2.0},
-            "cpu_seconds_to": {"0.91": None},
-        }  # fmt: skip
-
-    def result(*names):
-        recipes = {n: recipe(n, 10.0 * (i + 1)) for i, n in enumerate(("tutorial", *names))}
-        return {"thresholds": [0.90], "recipes": recipes, "order": list(recipes)}
-
     text = bench_time_to_accuracy.markdown(
-        bench_time_to_accuracy.merge(result("accurate"), result("precise"))
+        bench_time_to_accuracy.merge(_tta_result("accurate"), _tta_result("precise"))
     )
     tables = text.split("earlier invocation the same day")
     assert len(tables) == 2
     assert "| precise |" in tables[0] and "| accurate |" not in tables[0]
     assert "| accurate |" in tables[1] and "| precise |" not in tables[1]
     assert all(t.count("| tutorial |") == 1 for t in tables)
+
+
+def test_a_days_second_invocation_of_other_recipes_keeps_the_first_in_the_file(
+    tmp_path, monkeypatch
+):
+    """Through the file the benchmark writes: measuring precise alone after fast and
+    accurate keeps their table, and the recipes' descriptions quote both."""
+    info = machine.describe()
+    for result in (_tta_result("fast", "accurate"), _tta_result("precise")):
+        json_path, md_path = bench_main.write_results(
+            {"time_to_accuracy": {"result": result, "seconds": 1}},
+            size="full", out_dir=tmp_path, info=info,
+        )  # fmt: skip
+    kept = json.loads(json_path.read_text())["benchmarks"]["time_to_accuracy"]["result"]
+    assert set(kept["recipes"]) == {"tutorial", "precise"}
+    assert [set(one["recipes"]) for one in kept["other_invocations"]] == [
+        {"tutorial", "fast", "accurate"}
+    ]
+    assert md_path.read_text().count("| tutorial |") == 2
+    from lib import measured
+
+    monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
+    measured.clear_cache()
+    try:
+        seconds = {r: measured.recipe_figures(r).train_seconds for r in ("fast", "precise")}
+        assert seconds == {"fast": 20.0, "precise": 20.0}
+        assert measured.recipe_figures("balanced") is None  # measured by neither
+    finally:
+        measured.clear_cache()
 
 
 def test_a_benchmark_started_on_a_busy_machine_says_so_at_the_top(monkeypatch):
