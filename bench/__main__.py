@@ -199,14 +199,22 @@ def section_markdown(name: str, entry: dict) -> str:
     else:
         rows = generic_markdown(result)
         body = "| figure | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    # A result that keeps several invocations (time_to_accuracy) gives each one's own line.
+    own_lines = isinstance(result, dict) and WALL in result
+    return head + body + ("" if own_lines else "\n" + wall_line(entry))
+
+
+WALL = "wall"  # where a merged result keeps each invocation's wall_line facts (RUN_FACTS)
+RUN_FACTS = ("seconds", "load_before", "load_average_after")
+
+
+def wall_line(entry: dict) -> str:
+    """An invocation's wall time and the load before and after it, as a report's last line."""
     load = "/".join(str(v) for v in entry.get("load_average_after", [])) or "?"
     before = entry.get("load_before") or {}
     started = "/".join(str(v) for v in before.get("load_average", []))
     started = f"load average before: {started}; " if started else ""
-    return (
-        head + body + f"\n_{entry.get('seconds', '?')} s wall time; {started}"
-        f"load average after: {load}._\n"
-    )
+    return f"_{entry.get('seconds', '?')} s wall time; {started}load average after: {load}._\n"
 
 
 def busy_note(name: str, load_before: dict | None) -> str:
@@ -260,9 +268,16 @@ def _merge_entry(name: str, old: dict | None, new: dict) -> dict:
     """A benchmark's new entry, combined with today's earlier one where its module can merge."""
     if not old or "result" not in old or "result" not in new or name not in BENCHMARKS:
         return new
-    merge = getattr(importlib.import_module(BENCHMARKS[name][0]), "merge", None)
+    module = importlib.import_module(BENCHMARKS[name][0])
+    merge = getattr(module, "merge", None)
     if merge is None:
         return new
+    if getattr(module, "KEEPS_INVOCATIONS", False):
+        # Its result keeps earlier invocations beside the new one: each keeps its own wall
+        # time and load (``WALL``), which the entry holds only for the newest.
+        old_result = {WALL: {k: old[k] for k in RUN_FACTS if k in old}, **old["result"]}
+        new_result = {**new["result"], WALL: {k: new[k] for k in RUN_FACTS if k in new}}
+        return {**new, "result": merge(old_result, new_result)}
     return {**new, "result": merge(old["result"], new["result"])}
 
 

@@ -715,6 +715,10 @@ def target_verdicts(results: dict) -> list[dict]:
     return out
 
 
+# bench.__main__ stores each invocation's wall time and load in its result (``wall``).
+KEEPS_INVOCATIONS = True
+
+
 def merge(old: dict, new: dict) -> dict:
     """A day's new time-to-accuracy result replaces the earlier one, except for earlier
     invocations that trained none of its recipes, which are kept whole beside it.
@@ -780,7 +784,12 @@ def _spread_cell(r: dict, key: str) -> str:
 def markdown(result: dict) -> str:
     """The result as markdown: a table per invocation (the newest first), each with its
     own tutorial baseline."""
-    parts = [_invocation_markdown(one) for one in invocations(result)]
+    from bench.__main__ import WALL, wall_line
+
+    parts = [
+        _invocation_markdown(one) + (f"\n{wall_line(one[WALL])}" if WALL in one else "")
+        for one in invocations(result)
+    ]
     other = (
         "\n_Measured in an earlier invocation the same day, with its own tutorial baseline "
         "(its rows ran under another load: compare them with their own baseline, not with "

@@ -141,6 +141,25 @@ def recipe_figures(
     return found[0] if found else None
 
 
+def schedule_sentence(recipe: str, tier: str, results_dir: Path | None = None) -> str:
+    """How long ``recipe``'s whole schedule trains on a CPU of ``tier``, from that tier's
+    measurement ("" where none): the benchmark's figures, or, where its time budget stopped
+    the training early, its pace carried over the remaining epochs."""
+    fig = recipe_figures(recipe, results_dir, tier)
+    if fig is None or fig.tier != tier or fig.gpus or not fig.epochs or not fig.epochs_planned:
+        return ""
+    words = hardware.tier_words(tier)
+    where = f"on {fig.cores} CPU cores{f' with {words}' if words else ''} ({fig.source})"
+    if fig.epochs >= fig.epochs_planned - 0.5:
+        return f"its {fig.epochs_planned} epochs took {_duration(fig.train_seconds)} {where}."
+    total = fig.train_seconds * fig.epochs_planned / fig.epochs
+    about = _duration(total) if total < 600 else f"{total / 60:.0f} min"  # an estimate
+    return (
+        f"its {fig.epochs_planned} epochs take about {about} {where}, at the pace of the "
+        f"{fig.epochs:.1f} epochs its benchmark trained in {_duration(fig.train_seconds)}."
+    )
+
+
 def describe_model(m) -> str:
     """A ModelConfig in a few words (custom CNNs spelled out), as the results name it."""
     if m.preset != "custom":

@@ -14,7 +14,7 @@ import time
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from lib import augment, drafts, fine_tune, hardware, jobs, preflight, runs, runstore
+from lib import augment, drafts, fine_tune, hardware, jobs, measured, preflight, runs, runstore
 from lib.advice import mirroring_advice, small_data_advice
 from lib.config import TRANSFER_PRESETS, AugmentConfig, ModelConfig, RunConfig, TrainConfig
 from lib.data import DatasetError, load_dataset
@@ -214,9 +214,11 @@ def _recipe_picker(draft: drafts.Draft) -> None:
             "(changed since, or another recipe): **Use recipe** puts this recipe's in it."
         )
     if RECIPE_INFO[name].sized_for_bfloat16 and hardware.emulates_bfloat16():
+        measured_here = measured.schedule_sentence(name, hardware.server_tier())
         st.caption(
             ":material/schedule: This server's CPU has no native bfloat16 (AVX-512 BF16 or "
-            "AMX), so this recipe trains in float32 here and takes longer than it is sized for."
+            "AMX), so this recipe trains in float32 here and takes longer than it is sized for"
+            + (f": measured on a CPU of its kind, {measured_here}" if measured_here else ".")
         )
 
 

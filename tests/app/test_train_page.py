@@ -9,7 +9,7 @@ import pytest
 from drafts_helper import draft_of, open_page, reload
 from streamlit.testing.v1 import AppTest
 
-from lib import augment, runstore
+from lib import augment, measured, runstore
 from lib.config import AugmentConfig, ConvBlock, DataConfig, HeadConfig, ModelConfig
 from lib.recipes import RECIPES
 from pages import ui
@@ -184,11 +184,17 @@ def test_the_page_says_what_this_server_trains_in(monkeypatch, native):
 
     monkeypatch.setattr(hardware, "nvidia_driver_present", lambda *a: False)
     monkeypatch.setattr(hardware, "cpu_native_bfloat16", lambda *a: native)
+    monkeypatch.setattr(hardware, "server_tier", lambda: "avx2")  # bench/results has one
     precise = RECIPES["precise"]
     at = open_train_page(model=precise.model, augment=precise.augment, train=precise.train)
     at.selectbox(key=ui.TRAIN_RECIPE).set_value("precise").run()
     slow = "This server's CPU has no native bfloat16"
     assert (slow in texts(at)) is not native
+    # Where a CPU of this server's kind measured the recipe, the page says how long it takes.
+    here = measured.schedule_sentence("precise", "avx2")
+    assert here.startswith(
+        "its 24 epochs"
+    )  # bench/results measured it on AVX2 and (f"a CPU of its kind, {here}" in texts(at)) is not native
     expected = "bfloat16 (mixed)" if native else "float32"
     assert f"Here it trains in {expected}" in texts(at)
     # The caption follows the field: "off" is float32 on any CPU.

@@ -578,9 +578,9 @@ def test_a_days_second_invocation_of_other_recipes_keeps_the_first_in_the_file(
     """Through the file the benchmark writes: measuring precise alone after fast and
     accurate keeps their table, and the recipes' descriptions quote both."""
     info = machine.describe()
-    for result in (_tta_result("fast", "accurate"), _tta_result("precise")):
+    for seconds, result in ((111, _tta_result("fast", "accurate")), (222, _tta_result("precise"))):
         json_path, md_path = bench_main.write_results(
-            {"time_to_accuracy": {"result": result, "seconds": 1}},
+            {"time_to_accuracy": {"result": result, "seconds": seconds}},
             size="full", out_dir=tmp_path, info=info,
         )  # fmt: skip
     kept = json.loads(json_path.read_text())["benchmarks"]["time_to_accuracy"]["result"]
@@ -588,7 +588,11 @@ def test_a_days_second_invocation_of_other_recipes_keeps_the_first_in_the_file(
     assert [set(one["recipes"]) for one in kept["other_invocations"]] == [
         {"tutorial", "fast", "accurate"}
     ]
-    assert md_path.read_text().count("| tutorial |") == 2
+    newest, earlier = md_path.read_text().split("earlier invocation the same day")
+    assert newest.count("| tutorial |") == earlier.count("| tutorial |") == 1
+    # Each table ends with its own invocation's wall time, not the newest one's.
+    assert "_222 s wall time" in newest and "_111 s wall time" not in newest
+    assert "_111 s wall time" in earlier and "_222 s wall time" not in earlier
     from lib import measured
 
     monkeypatch.setattr(measured, "RESULTS_DIR", tmp_path)
