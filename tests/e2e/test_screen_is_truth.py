@@ -38,7 +38,7 @@ from helpers import (
     wait_without_text,
 )
 
-from lib import drafts, hardware, jobs, runstore
+from lib import drafts, hardware, jobs, measured, runstore
 from lib.config import (
     AugmentConfig,
     ConvBlock,
@@ -259,6 +259,10 @@ def test_on_digits_turning_off_a_recipes_mirroring_is_what_trains(streamlit_serv
     # The recipe is sized on CPUs that compute bfloat16: the page says whether this one does.
     slow = "This server's CPU has no native bfloat16"
     assert (slow in main_text(page)) is hardware.emulates_bfloat16()
+    # ... and, where a CPU of this server's kind measured it, how long its epochs take here.
+    here = measured.schedule_sentence("precise", hardware.server_tier())
+    shown = bool(here) and here in main_text(page)
+    assert shown is (hardware.emulates_bfloat16() and bool(here)), here
     navigate(page, "Augmentation")  # the switch reads on while the recipe mirrors
     page.get_by_role("switch", name="Horizontal flip").first.wait_for()
     assert page.get_by_role("switch", name="Horizontal flip").first.is_checked()
