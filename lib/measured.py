@@ -49,6 +49,12 @@ class RecipeFigures:
     tier: str = ""  # the machine's best vector extension (lib.hardware.VECTOR_TIERS)
 
     @property
+    def stopped_early(self) -> bool:
+        """Whether the benchmark's time budget stopped the training before its last epoch
+        (a run stopped within its last epoch, 19.98 of 20, counts as finished)."""
+        return bool(self.epochs_planned) and self.epochs < self.epochs_planned - 0.5
+
+    @property
     def best_reached(self) -> tuple[float, float] | None:
         """(highest accuracy threshold reached, training seconds to it), or None."""
         if not self.seconds_to:
@@ -150,7 +156,7 @@ def schedule_sentence(recipe: str, tier: str, results_dir: Path | None = None) -
         return ""
     words = hardware.tier_words(tier)
     where = f"on {fig.cores} CPU cores{f' with {words}' if words else ''} ({fig.source})"
-    if fig.epochs >= fig.epochs_planned - 0.5:
+    if not fig.stopped_early:
         return f"its {fig.epochs_planned} epochs took {_duration(fig.train_seconds)} {where}."
     total = fig.train_seconds * fig.epochs_planned / fig.epochs
     about = _duration(total) if total < 600 else f"{total / 60:.0f} min"  # an estimate
@@ -278,7 +284,7 @@ def recipe_sentence(recipe: str, results_dir: Path | None = None, tier: str | No
     epochs = (
         f"{fig.epochs:.0f}" if abs(fig.epochs - round(fig.epochs)) < 0.05 else f"{fig.epochs:.1f}"
     )
-    if fig.epochs_planned and fig.epochs < fig.epochs_planned - 0.5:
+    if fig.stopped_early:
         # The benchmark's time budget ended it: say how far it got, so no one reads the
         # figures as the recipe's end (a user's run trains all its epochs).
         span = (
