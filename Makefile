@@ -12,8 +12,10 @@ PYTEST_ARGS ?=
 # The suite runs in TEST_WORKERS processes (pytest-xdist; a test module and its browser
 # server stay in one). The tests spend much of their time in one Python thread or waiting
 # on a page, so two of them keep two cores busy. TEST_WORKERS=0: one process.
+# Modules are handed out longest first, in the order tests/conftest.py collects them
+# (--no-loadscope-reorder keeps xdist from reordering them by their number of tests).
 TEST_WORKERS ?= 2
-XDIST := -n $(TEST_WORKERS) --dist loadfile
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Debian packages: python3-venv makes .venv; the suite also needs Chromium (browser
 # tests), a font Chromium renders with, and the local Fashion-MNIST files.
