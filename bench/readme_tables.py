@@ -16,7 +16,9 @@ file of a machine whose best vector extension is TIER, ``bench.machine.vector_ti
 ``ablation@amx`` beside ``ablation@avx2``, for figures that hang on the CPU), or ``all``
 (every benchmark measured that has no block of its own, in the report's order: entries
 other benchmarks add later appear without a change here; a benchmark whose newest section
-is of a TIER with a block of its own is not repeated). Each section comes from the newest full-size
+is of a TIER with a block of its own is not repeated; a TIER block of a benchmark that keeps
+its invocations, time_to_accuracy, goes on to show older files' tables of that TIER for
+recipes no newer file measured: :func:`earlier_invocations`). Each section comes from the newest full-size
 results file in bench/results/ (by its date, then the time it was written, then
 name: ``lib.measured.report_order``) that measured that
 benchmark, through the benchmark module's own ``markdown(result)``, as in the
@@ -120,6 +122,67 @@ def _source_note(path: Path, report: dict) -> str:
     )
 
 
+EARLIER_NOTE = (
+    "\n_Recipes measured earlier on this kind of CPU and not since, from `{file}` ({date}; "
+    "machine: {machine}), each invocation with its own tutorial baseline (its rows ran under "
+    "another load: compare them with their own baseline, not with the tables above):_\n\n"
+)
+
+
+def earlier_invocations(name: str, same: list[tuple[Path, dict]]) -> str:
+    """Below a tier's newest section of a benchmark that keeps invocations
+    (``KEEPS_INVOCATIONS``: time_to_accuracy), the invocations of older files of that tier
+    that trained recipes no newer one did, whole, each under its own file's line.
+
+    A run that measures one recipe (Precise, on a new day) thus leaves the tier's earlier
+    tables of the other recipes in view, as ``lib.measured`` goes on quoting them; an
+    invocation that shares any recipe with a newer one is left out whole, as
+    ``merge`` does within a day, so no table mixes two invocations' rows, and so is one
+    that trained a recipe as it was before a change (``lib.measured`` quotes neither).
+    """
+    import importlib
+
+    from bench.__main__ import BENCHMARKS, RUN_FACTS, WALL, busy_note
+    from lib.measured import measured_this_recipe
+
+    if name not in BENCHMARKS:
+        return ""
+    module = importlib.import_module(BENCHMARKS[name][0])
+    if not getattr(module, "KEEPS_INVOCATIONS", False):
+        return ""
+
+    def trained(one: dict) -> set[str]:
+        return set(one.get("recipes") or {}) - {"tutorial"}
+
+    def as_defined_now(one: dict) -> bool:  # a recipe changed since is not shown as it is now
+        return all(measured_this_recipe(one["recipes"][r], r) for r in trained(one))
+
+    out, covered = "", set()
+    for i, (src_path, src) in enumerate(same):
+        entry = src["benchmarks"][name]
+        if "result" not in entry:
+            continue
+        top, *rest = module.invocations(entry["result"])
+        runs = [{**top, WALL: {k: entry[k] for k in RUN_FACTS if k in entry}}, *rest]
+        if i == 0:
+            covered = set().union(*(trained(one) for one in runs))
+            continue
+        kept = [
+            one
+            for one in runs
+            if trained(one) and not trained(one) & covered and as_defined_now(one)
+        ]
+        if not kept:
+            continue
+        covered |= set().union(*(trained(one) for one in kept))
+        note = EARLIER_NOTE.format(
+            file=_relative(src_path), date=src.get("date", "?"), machine=_machine_line(src)
+        )
+        busy = busy_note(name, entry.get("load_before")) if kept[0] is runs[0] else ""
+        out += note + busy + module.markdown({**kept[0], "other_invocations": kept[1:]})
+    return out
+
+
 def render(readme: str, path: Path, report: dict, earlier: list[tuple[Path, dict]] = ()) -> str:
     """``readme`` with every generated block rewritten from ``report`` (the newest file).
 
@@ -144,9 +207,11 @@ def render(readme: str, path: Path, report: dict, earlier: list[tuple[Path, dict
         return note + benchmark_block(name, merged[name])
 
     def tier_section(name: str, tier: str) -> str:
-        for src_path, src in sources:
-            if name in src.get("benchmarks", {}) and _tier(src) == tier:
-                return _source_note(src_path, src) + benchmark_block(name, src["benchmarks"][name])
+        same = [(p, s) for p, s in sources if name in s.get("benchmarks", {}) and _tier(s) == tier]
+        if same:
+            src_path, src = same[0]
+            newest = _source_note(src_path, src) + benchmark_block(name, src["benchmarks"][name])
+            return newest + earlier_invocations(name, same)
         from lib.hardware import tier_words
 
         return (

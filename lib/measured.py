@@ -201,7 +201,7 @@ def recipe_identity(cfg) -> dict[str, Any]:
     }
 
 
-def _measured_this_recipe(entry: dict[str, Any], recipe: str) -> bool:
+def measured_this_recipe(entry: dict[str, Any], recipe: str) -> bool:
     """Whether ``entry`` measured the recipe as lib.recipes defines it now.
 
     A recipe that changed since (other epochs, another model) must not quote the old
@@ -230,7 +230,7 @@ def _recipe_figures(report: dict[str, Any], recipe: str) -> RecipeFigures | None
             return None
         result = found[0]
         entry = result["recipes"][recipe]
-        if not _measured_this_recipe(entry, recipe):
+        if not measured_this_recipe(entry, recipe):
             return None
         machine = report.get("machine", {})
         return RecipeFigures(

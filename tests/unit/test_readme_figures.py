@@ -211,3 +211,66 @@ def test_a_tier_block_keeps_its_machines_section_when_another_machine_measures_l
     text = readme.read_text(encoding="utf-8")
     body = text[text.index("<!-- bench:begin ablation@amx -->") :]
     assert body.split("\n")[2].startswith("_Not measured on a machine with AMX yet")
+
+
+def _tier_blocks(readme) -> dict[str, str]:
+    text = readme.read_text(encoding="utf-8")
+    return {m.group("name"): m.group("body") for m in readme_tables.BLOCK.finditer(text)}
+
+
+def test_a_newer_run_of_one_recipe_keeps_the_tiers_earlier_tables_of_the_others(tmp_path):
+    readme, results, _, _ = _fixture(tmp_path)
+    # The stored file of AVX-512 BF16 cores that measured Fast and Accurate; the tier's
+    # other files are set aside, so that the later one below is the only newer one.
+    same_tier = [
+        (p, r)
+        for p, r in readme_tables.all_results(results)
+        if "time_to_accuracy" in r["benchmarks"] and readme_tables._tier(r) == "avx512bf16"
+    ]
+    older_path, older = next(
+        (p, r)
+        for p, r in same_tier
+        if {"fast", "accurate"} <= set(r["benchmarks"]["time_to_accuracy"]["result"]["recipes"])
+    )
+    for p, _ in same_tier:
+        if p != older_path:
+            p.unlink()
+    entry = older["benchmarks"]["time_to_accuracy"]
+    assert "precise" not in entry["result"]["recipes"]
+    # A later day on a machine of the same tier measures only Precise (and its baseline).
+    result = json.loads(json.dumps(entry["result"]))
+    result["recipes"] = {
+        "tutorial": result["recipes"]["tutorial"],
+        "precise": {**result["recipes"]["accurate"], "description": "PRECISE ROW"},
+    }
+    result.pop("other_invocations", None)
+    newer = {
+        **older,
+        "date": "2999-01-01",
+        "written": "2999-01-01T00:00:00Z",
+        "benchmarks": {"time_to_accuracy": {**entry, "result": result, "seconds": 4321.0}},
+    }
+    newer_name = "2cpu-same-tier-2999-01-01.json"
+    (results / newer_name).write_text(json.dumps(newer), encoding="utf-8")
+    readme_tables.update(readme, results)
+    block = _tier_blocks(readme)["time_to_accuracy@avx512bf16"]
+    # The newest file's table first, under its own line, with its own wall time...
+    assert block.lstrip().startswith(f"_From `bench/results/{newer_name}` (2999-01-01;")
+    first, _, rest = block.partition("_Recipes measured earlier on this kind of CPU")
+    assert "PRECISE ROW" in first and "4321.0 s wall time" in first
+    assert "| fast |" not in first
+    # ...then the earlier file's table of the recipes it did not measure, naming that file,
+    # with that invocation's own baseline and wall time.
+    assert rest.startswith(
+        f" and not since, from `bench/results/{older_path.name}` ({older['date']};"
+    )
+    assert "| fast |" in rest and "| accurate |" in rest and "| tutorial |" in rest
+    assert f"{entry['seconds']} s wall time" in rest and "PRECISE ROW" not in rest
+    assert readme_tables.main(["--check", "--readme", str(readme), "--results", str(results)]) == 0
+    # An earlier invocation sharing any recipe with a newer one is left out whole.
+    result["recipes"]["fast"] = entry["result"]["recipes"]["fast"]
+    (results / newer_name).write_text(json.dumps(newer), encoding="utf-8")
+    readme_tables.update(readme, results)
+    block = _tier_blocks(readme)["time_to_accuracy@avx512bf16"]
+    assert "_Recipes measured earlier" not in block and "| accurate |" not in block
+    assert block.count("| tutorial |") == 1
