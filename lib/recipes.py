@@ -153,7 +153,7 @@ RECIPE_INFO: dict[str, RecipeInfo] = {
         "A VGG-style CNN, three stages of two 3×3 convolutions (32, 64, 128 filters) with "
         "BatchNorm, global average pooling and a dense layer, for 24 epochs with the "
         "accurate recipe's mirroring: the most accurate recipe, and the slowest, sized for "
-        "about ten minutes of training on two CPU cores that compute bfloat16.",
+        "about ten minutes of training on two CPU cores with AMX (bfloat16 matrix units).",
         sized_for_bfloat16=True,
     ),
 }
