@@ -86,10 +86,10 @@ BALANCED = RunConfig(name="balanced", train=replace(FAST_TRAIN, epochs=12))
 # 60; on that net stronger augmentation (shifts and random erasing), weight decay, SGD and
 # a dropout before the classifier screened lower too. Its figures belong in bench/results/
 # (python -m bench --only time_to_accuracy --recipes precise). It had 24 epochs until
-# measured on two AVX-512 BF16 cores (2026-12-04): there the 600 s budget stopped it after
-# 15.4-17.2 epochs with its cosine-decayed learning rate still at 19-29 % of its peak, and
-# one training in five ended at 93.91 %; 14 epochs is what the slowest of those trainings did in 546 s, so
-# the schedule runs to its end within the budget on that CPU.
+# measured on two AVX-512 BF16 cores (bench/results, 2026-12-04): the 600 s budget stopped
+# it before the last third of its cosine schedule, and one training in five ended short of
+# 94 percent. 14 epochs are fewer than the slowest of those trainings got through in 600 s,
+# so the schedule runs to its end within the budget on that CPU.
 PRECISE = RunConfig(
     name="precise",
     model=ModelConfig(preset="vgg_small"),
@@ -157,7 +157,7 @@ RECIPE_INFO: dict[str, RecipeInfo] = {
         "A VGG-style CNN, three stages of two 3×3 convolutions (32, 64, 128 filters) with "
         "BatchNorm, global average pooling and a dense layer, for 14 epochs with the "
         "accurate recipe's mirroring: the most accurate recipe, and the slowest, sized for "
-        "about nine minutes of training on two CPU cores that compute bfloat16 (mixed "
+        "about eight minutes of training on two CPU cores that compute bfloat16 (mixed "
         "precision auto), longer on others.",
         sized_for_bfloat16=True,
     ),
