@@ -79,17 +79,17 @@ ACCURATE = RunConfig(
 BALANCED = RunConfig(name="balanced", train=replace(FAST_TRAIN, epochs=12))
 
 # Three VGG stages of two BatchNorm convolutions (vgg_small) with accurate's mirroring, for
-# 14 epochs. Screened on Fashion-MNIST through the benchmark's trainer (one-off runs, two
-# AMX cores, bfloat16, BatchNorm in TensorFlow's fused kernel), it reached 94-percent test
-# accuracy within ten minutes of training, which the zalando table's two-convolution
-# BatchNorm net (accurate_cnn, this recipe until then) did not after 30 epochs nor after
-# 60; on that net stronger augmentation (shifts and random erasing), weight decay, SGD and
-# a dropout before the classifier screened lower too. Its figures belong in bench/results/
-# (python -m bench --only time_to_accuracy --recipes precise). It had 24 epochs until
-# measured on two AVX-512 BF16 cores (bench/results, 2026-12-04): the 600 s budget stopped
-# it before the last third of its cosine schedule, and one training in five ended short of
-# 94 percent. 14 epochs are fewer than the slowest of those trainings got through in 600 s,
-# so the schedule runs to its end within the budget on that CPU.
+# 14 epochs. Screened at 24 epochs on Fashion-MNIST through the benchmark's trainer (one-off
+# runs, two AMX cores, bfloat16, BatchNorm in TensorFlow's fused kernel), it reached
+# 94-percent test accuracy within ten minutes of training, which the zalando table's
+# two-convolution BatchNorm net (accurate_cnn, this recipe until then) did not after 30
+# epochs nor after 60; on that net stronger augmentation (shifts and random erasing), weight
+# decay, SGD and a dropout before the classifier screened lower too. Its figures belong in
+# bench/results/ (python -m bench --only time_to_accuracy --recipes precise). It had 24
+# epochs until measured on two AVX-512 BF16 cores (bench/results, 2026-12-04): the 600 s
+# budget stopped it before the last third of its cosine schedule, and one training in five
+# ended short of 94 percent. 14 epochs are fewer than the slowest of those trainings got
+# through in 600 s, so the schedule runs to its end within the budget on that CPU.
 PRECISE = RunConfig(
     name="precise",
     model=ModelConfig(preset="vgg_small"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -180,8 +181,6 @@ def test_the_mirroring_offer_is_not_made_where_mirroring_keeps_the_class():
 
 @pytest.mark.parametrize("native", [False, True])
 def test_the_page_says_what_this_server_trains_in(monkeypatch, tmp_path, native):
-    import json
-
     from lib import hardware
 
     precise = RECIPES["precise"]
